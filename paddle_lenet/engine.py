@@ -1,0 +1,434 @@
+"""The one training path: ``paddle.Model(net)`` → ``prepare`` → ``fit`` (one epoch at a time) → ``evaluate``.
+
+``tools/train.py``, ``tools/eval.py``, the study, the benchmark and the exporter all build an
+:class:`Experiment` from a resolved config, so a model trained here is the model measured there.
+
+:func:`train` adds what makes a run trustworthy: a run folder that is never silently overwritten,
+atomic checkpoints holding everything needed to continue (weights, optimizer, RNG, data position),
+exact resume, a clean stop on SIGINT/SIGTERM or a non-finite loss, VisualDL logs and ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import time
+from typing import Any
+
+import numpy as np
+import paddle
+
+from . import checkpoint as ckpt
+from .config import SCHEMA, dump, run_dir
+from .data import DATASETS, ArrayData, ArrayLoader, EpochBatchSampler, load_split
+from .errors import ConfigError, RunFolderError, TrainingStopped
+from .flops import count_flops
+from .models import count_params, create_model, get_entry, model_kwargs
+
+
+# --------------------------------------------------------------------------- setup
+def select_device(choice: str) -> str:
+    """``auto`` → GPU when this paddle build has CUDA and a GPU is visible, else CPU."""
+    has_gpu = paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
+    if choice == "gpu" and not has_gpu:
+        raise ConfigError("Global.device=gpu but no GPU is usable (CPU-only paddle build or no visible GPU); "
+                          "install paddlepaddle-gpu or use -o Global.device=auto")
+    device = "gpu" if choice == "gpu" or (choice == "auto" and has_gpu) else "cpu"
+    paddle.set_device(device)
+    return device
+
+
+def pin_threads(n: int) -> None:
+    """Fix the CPU math thread count: a different count changes the last bits of the results."""
+    setter = getattr(paddle.base.core, "set_num_threads", None)
+    if setter is not None:
+        setter(n)
+
+
+def seed_everything(seed: int) -> None:
+    paddle.seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+class MeanLoss(paddle.metric.Metric):
+    """Sample-weighted mean cross-entropy over the whole pass.
+
+    hapi reports the *last batch's* loss as ``loss`` (the notebook's 1.48e-05 is one batch); this
+    metric is what ``metrics.json`` calls ``loss``. Computed in float64 numpy from the logits.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reset()
+
+    def name(self) -> str:
+        return "mean_loss"
+
+    def compute(self, pred: paddle.Tensor, label: paddle.Tensor) -> tuple[paddle.Tensor, paddle.Tensor]:
+        return pred, label
+
+    def update(self, pred: np.ndarray, label: np.ndarray) -> float:
+        z = pred.astype("float64")
+        z = z - z.max(axis=1, keepdims=True)
+        logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        losses = -np.take_along_axis(logp, label.reshape(-1, 1).astype("int64"), axis=1)
+        self.total += float(losses.sum())
+        self.count += len(losses)
+        return float(losses.mean())
+
+    def reset(self) -> None:
+        self.total, self.count = 0.0, 0
+
+    def accumulate(self) -> float:
+        return self.total / max(self.count, 1)
+
+
+# --------------------------------------------------------------------------- experiment
+class Experiment:
+    """Model, optimizer and data of one config, wired through ``paddle.Model``."""
+
+    def __init__(self, cfg: dict[str, Any], load_train: bool = True) -> None:
+        self.cfg = cfg
+        g, a, d = cfg["Global"], cfg["Arch"], cfg["Data"]
+        self.info = DATASETS[d["name"]]
+        entry = get_entry(a["name"])
+        if entry.input_shape != self.info.shape:
+            raise ConfigError(
+                f"Arch.name={a['name']} is built for {'×'.join(map(str, entry.input_shape))} input but "
+                f"Data.name={d['name']} gives {'×'.join(map(str, self.info.shape))}; pick a matching dataset")
+        self.device = select_device(g["device"])
+        pin_threads(g["threads"])
+        env = paddle.distributed.ParallelEnv()
+        self.rank, self.world_size = env.rank, env.world_size
+        seed_everything(g["seed"])
+        self.net = self.build_net()
+        # data: validated before anything is written
+        self.train_data: ArrayData | None = (
+            load_split(d["name"], d["root"], "train", d["train_limit"]) if load_train else None)
+        self.test_data = load_split(d["name"], d["root"], "test")
+        self.sampler: EpochBatchSampler | None = None
+        if self.train_data is not None:
+            self.sampler = EpochBatchSampler(len(self.train_data), d["batch_size"], d["shuffle"], g["seed"],
+                                             self.rank, self.world_size)
+        self.model = self.build_model()
+
+    @property
+    def num_classes(self) -> int:
+        return self.cfg["Arch"]["num_classes"] or self.info.num_classes
+
+    def build_net(self) -> paddle.nn.Layer:
+        a = self.cfg["Arch"]
+        kwargs = {k: v for k, v in a.items() if k != "name"}
+        kwargs["num_classes"] = self.num_classes
+        if "fast" in model_kwargs(a["name"]):
+            kwargs["fast"] = self.cfg["Global"]["fast"]
+        # unique_name.guard: parameter and optimizer-state names must not depend on what was
+        # built before in this process, or a resumed optimizer state would not match.
+        with paddle.utils.unique_name.guard():
+            return create_model(a["name"], **kwargs)
+
+    def build_optimizer(self, steps_per_epoch: int) -> paddle.optimizer.Optimizer:
+        o = self.cfg["Optimizer"]
+        lr: Any = o["learning_rate"]
+        if o["milestones"]:  # epochs → steps; hapi's LRScheduler callback steps it every batch
+            lr = paddle.optimizer.lr.MultiStepDecay(lr, [m * steps_per_epoch for m in o["milestones"]], o["gamma"])
+        params = self.net.parameters()
+        decay = o["weight_decay"] or None
+        if o["name"] == "Adam":
+            return paddle.optimizer.Adam(lr, parameters=params, weight_decay=decay,
+                                         use_multi_tensor=self.cfg["Global"]["fast"])
+        if o["name"] == "Momentum":
+            return paddle.optimizer.Momentum(lr, momentum=o["momentum"], parameters=params, weight_decay=decay)
+        return paddle.optimizer.SGD(lr, parameters=params, weight_decay=decay)
+
+    def build_model(self) -> paddle.Model:
+        c, h, w = self.info.shape
+        model = paddle.Model(self.net, inputs=[paddle.static.InputSpec([None, c, h, w], "float32", "image")],
+                             labels=[paddle.static.InputSpec([None, 1], "int64", "label")])
+        steps = self.sampler.batches_per_epoch() if self.sampler else 1
+        with paddle.utils.unique_name.guard():
+            opt = self.build_optimizer(steps)
+        topk = tuple(self.cfg["Metric"]["topk"])
+        model.prepare(opt, paddle.nn.CrossEntropyLoss(), [paddle.metric.Accuracy(topk=topk), MeanLoss()])
+        return model
+
+    def train_loader(self) -> ArrayLoader:
+        assert self.train_data is not None and self.sampler is not None
+        return ArrayLoader(self.train_data, self.sampler, self.cfg["Data"]["num_workers"])
+
+    def test_loader(self, data: ArrayData | None = None, transform: Any = None) -> ArrayLoader:
+        # every rank evaluates the whole test set: metrics are global without any reduction
+        data = data or self.test_data
+        bs = self.cfg["Data"]["eval_batch_size"] or self.cfg["Data"]["batch_size"]
+        return ArrayLoader(data, EpochBatchSampler(len(data), bs, shuffle=False), transform=transform)
+
+    def evaluate(self, data: ArrayData | None = None, transform: Any = None) -> dict[str, float]:
+        """Test-set metrics: ``loss`` (mean CE), ``acc_topK`` for every K of ``Metric.topk``."""
+        logs = self.model.evaluate(self.test_loader(data, transform), verbose=0)
+        out = {"loss": float(logs["mean_loss"])}
+        for k in self.cfg["Metric"]["topk"]:
+            out[f"acc_top{k}"] = float(logs[f"acc_top{k}"])
+        return out
+
+    def param_count(self) -> int:
+        return count_params(self.net)
+
+    def flops(self) -> int:
+        return count_flops(self.net, self.info.shape)
+
+
+# --------------------------------------------------------------------------- callbacks
+class _Interrupt(Exception):
+    def __init__(self, signame: str) -> None:
+        self.signame = signame
+
+
+class _NonFinite(Exception):
+    def __init__(self, value: float, step: int) -> None:
+        self.value, self.step = value, step
+
+
+class StepCallback(paddle.callbacks.Callback):
+    """Per-step bookkeeping inside ``fit``: progress, VisualDL, non-finite loss, stop requests."""
+
+    def __init__(self, run: Run) -> None:
+        super().__init__()
+        self.run = run
+
+    def on_train_batch_end(self, step: int, logs: dict | None = None) -> None:
+        r = self.run
+        logs = logs or {}
+        loss = float(logs["loss"][0])
+        r.step_in_epoch += 1
+        r.global_step += 1
+        if not math.isfinite(loss):
+            raise _NonFinite(loss, r.step_in_epoch)
+        r.loss_sum += loss
+        r.loss_n += 1
+        if r.writer is not None:
+            r.writer.add_scalar("train/loss", loss, r.global_step)
+            for k in r.topk:
+                r.writer.add_scalar(f"train/acc_top{k}", float(logs[f"acc_top{k}"]), r.global_step)
+        pe = r.cfg["Global"]["print_every"]
+        if pe and r.step_in_epoch % pe == 0 and r.is_main:
+            rate = r.images_this_epoch() / max(time.time() - r.epoch_t0, 1e-9)
+            print(f"epoch {r.epoch + 1}/{r.epochs} step {r.step_in_epoch}/{r.steps_per_epoch} "
+                  f"loss {loss:.4f} acc_top1 {float(logs['acc_top1']):.4f} {rate:,.0f} img/s", flush=True)
+        if r.stop_signal:
+            raise _Interrupt(r.stop_signal)
+
+
+# --------------------------------------------------------------------------- a run
+class Run:
+    """State of one training run in its folder; see :func:`train`."""
+
+    def __init__(self, cfg: dict[str, Any], exp: Experiment) -> None:
+        self.cfg, self.exp = cfg, exp
+        self.dir = run_dir(cfg)
+        self.ckpt_dir = os.path.join(self.dir, "checkpoints")
+        self.epochs = cfg["Global"]["epochs"]
+        self.topk = cfg["Metric"]["topk"]
+        self.is_main = exp.rank == 0
+        self.steps_per_epoch = exp.sampler.batches_per_epoch() if exp.sampler else 0
+        self.epoch = 0  # completed epochs
+        self.step_in_epoch = 0
+        self.global_step = 0
+        self.train_seconds = 0.0
+        self.stop_signal: str | None = None
+        self.writer: Any = None
+        self.loss_sum, self.loss_n = 0.0, 0
+        self.epoch_t0 = time.time()
+        self.epoch_skip = 0
+
+    def images_this_epoch(self) -> int:
+        return (self.step_in_epoch - self.epoch_skip) * self.cfg["Data"]["batch_size"] * self.exp.world_size
+
+    # ---- state that goes into a checkpoint
+    def state(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "step": self.step_in_epoch, "global_step": self.global_step,
+                "train_seconds": self.train_seconds, "steps_per_epoch": self.steps_per_epoch,
+                "seed": self.cfg["Global"]["seed"], "rng": paddle.get_rng_state(),
+                "numpy_rng": np.random.get_state()}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.epoch, self.step_in_epoch = state["epoch"], state["step"]
+        self.global_step, self.train_seconds = state["global_step"], state["train_seconds"]
+        paddle.set_rng_state(state["rng"])
+        np.random.set_state(state["numpy_rng"])
+
+    def save(self) -> str:
+        if not self.is_main:
+            return ""
+        tag = f"epoch_{self.epoch}" if self.step_in_epoch == 0 else f"epoch_{self.epoch}_step_{self.step_in_epoch}"
+        ckpt.save(self.ckpt_dir, tag, self.exp.net.state_dict(), self.exp.model._optimizer.state_dict(), self.state())
+        return tag
+
+
+def _handle_signals(run: Run) -> dict[int, Any]:
+    """First SIGINT/SIGTERM: finish the current step, checkpoint, exit. A second one: stop now."""
+
+    def handler(signum: int, frame: Any) -> None:
+        if run.stop_signal:
+            raise KeyboardInterrupt
+        run.stop_signal = signal.Signals(signum).name
+        print(f"\n{run.stop_signal} received: stopping after this step and writing a checkpoint "
+              f"(send it again to stop at once)", flush=True)
+
+    old = {}
+    for s in (signal.SIGINT, signal.SIGTERM):
+        try:
+            old[s] = signal.signal(s, handler)
+        except ValueError:  # not the main thread (e.g. a study worker thread)
+            pass
+    return old
+
+
+def _prepare_run_folder(cfg: dict[str, Any], exp: Experiment) -> dict[str, Any] | None:
+    """Refuse to clobber a run; returns the checkpoint state to resume from, if any."""
+    g, d = cfg["Global"], run_dir(cfg)
+    holds_run = os.path.isdir(d) and any(
+        os.path.exists(os.path.join(d, f)) for f in ("config.yml", "metrics.json", "checkpoints", "vdl"))
+    if holds_run and not (g["resume"] or g["overwrite"]):
+        raise RunFolderError(
+            f"run folder '{d}' already holds a run; pass -o Global.resume=true to continue it, "
+            f"-o Global.overwrite=true to replace it, or choose another -o Global.name")
+    if holds_run and g["overwrite"] and exp.rank == 0:
+        for f in ("config.yml", "metrics.json", "checkpoints", "vdl"):
+            p = os.path.join(d, f)
+            shutil.rmtree(p) if os.path.isdir(p) else (os.path.exists(p) and os.remove(p))
+        return None
+    if not (holds_run and g["resume"]):
+        return None
+    saved_path = os.path.join(d, "config.yml")
+    if os.path.exists(saved_path):
+        import yaml
+
+        with open(saved_path, encoding="utf-8") as f:
+            saved = yaml.safe_load(f) or {}
+        for section in ("Arch", "Data", "Optimizer", "Metric"):
+            for key in SCHEMA[section]:
+                if saved.get(section, {}).get(key) != cfg[section][key]:
+                    raise RunFolderError(
+                        f"cannot resume '{d}': {section}.{key} was {saved.get(section, {}).get(key)!r} and is now "
+                        f"{cfg[section][key]!r}; resume with the run's own config ({saved_path})")
+        if saved.get("Global", {}).get("seed") != g["seed"]:
+            raise RunFolderError(f"cannot resume '{d}': Global.seed was {saved['Global']['seed']}, now {g['seed']}")
+    return ckpt.load_latest(os.path.join(d, "checkpoints"))
+
+
+def _write_json(path: str, obj: dict[str, Any]) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def train(cfg: dict[str, Any], quiet: bool = False) -> dict[str, Any]:
+    """Train, evaluate and record one run; returns the contents of ``metrics.json``.
+
+    Resumes from the newest complete checkpoint with ``Global.resume``; the resumed run's final
+    metrics are identical to an uninterrupted run's (same seed, same thread count, CPU).
+    """
+    exp = Experiment(cfg)
+    resume_state = _prepare_run_folder(cfg, exp)
+    run = Run(cfg, exp)
+    d = run.dir
+    if run.is_main:
+        os.makedirs(run.ckpt_dir, exist_ok=True)
+        with open(os.path.join(d, "config.yml.tmp"), "w", encoding="utf-8") as f:
+            f.write(dump(cfg))
+        os.replace(os.path.join(d, "config.yml.tmp"), os.path.join(d, "config.yml"))
+    if not quiet and run.is_main:
+        print(dump(cfg), end="", flush=True)
+    if resume_state is not None:
+        net_state, opt_state, state = resume_state
+        exp.net.set_state_dict(net_state)
+        exp.model._optimizer.set_state_dict(opt_state)
+        run.restore(state)
+        if run.is_main:
+            print(f"resuming {d} after epoch {run.epoch}" + (f", step {run.step_in_epoch}" if run.step_in_epoch else ""),
+                  flush=True)
+    if cfg["Global"]["vdl"] and run.is_main:
+        from visualdl import LogWriter
+
+        run.writer = LogWriter(logdir=os.path.join(d, "vdl"))
+    if run.is_main:
+        print(f"{cfg['Arch']['name']}: {exp.param_count():,} parameters | {cfg['Data']['name']} "
+              f"{len(exp.train_data):,} train / {len(exp.test_data):,} test | device {exp.device}", flush=True)
+    old_handlers = _handle_signals(run)
+    callbacks = [StepCallback(run)]
+    eval_logs: dict[str, float] = {}
+    try:
+        while run.epoch < run.epochs:
+            run.epoch_skip = run.step_in_epoch
+            exp.sampler.set_epoch(run.epoch, skip=run.step_in_epoch)
+            run.loss_sum, run.loss_n, run.epoch_t0 = 0.0, 0, time.time()
+            try:
+                exp.model.fit(exp.train_loader(), epochs=1, verbose=0, callbacks=callbacks)
+            except _Interrupt as e:
+                run.train_seconds += time.time() - run.epoch_t0
+                tag = run.save()
+                raise TrainingStopped(
+                    f"{e.signame} at epoch {run.epoch + 1} step {run.step_in_epoch}; checkpoint '{tag}' written to "
+                    f"{run.ckpt_dir}; continue with the same command plus -o Global.resume=true", 130) from None
+            except _NonFinite as e:
+                last = ckpt.latest_tag(run.ckpt_dir)
+                raise TrainingStopped(
+                    f"loss became {e.value} at epoch {run.epoch + 1} step {e.step} (global step {run.global_step}); "
+                    f"stopped without saving this epoch; last good checkpoint: {last or 'none'}; "
+                    f"try a lower Optimizer.learning_rate", 3) from None
+            run.train_seconds += time.time() - run.epoch_t0
+            run.epoch += 1
+            run.step_in_epoch = 0
+            train_loss = run.loss_sum / max(run.loss_n, 1)
+            line = (f"epoch {run.epoch}/{run.epochs} | train loss {train_loss:.4f} | "
+                    f"{time.time() - run.epoch_t0:.1f}s")
+            if run.epoch % cfg["Global"]["eval_every"] == 0 or run.epoch == run.epochs:
+                eval_logs = exp.evaluate()
+                if run.writer is not None:
+                    for k, v in eval_logs.items():
+                        run.writer.add_scalar(f"eval/{k}", v, run.epoch)
+                line += " | eval " + " ".join(f"{k} {v:.4f}" for k, v in eval_logs.items())
+            run.save()
+            if run.is_main:
+                print(line, flush=True)
+            if run.stop_signal:
+                raise TrainingStopped(
+                    f"{run.stop_signal} after epoch {run.epoch}; checkpoint 'epoch_{run.epoch}' written; "
+                    f"continue with the same command plus -o Global.resume=true", 130)
+    finally:
+        for s, h in old_handlers.items():
+            signal.signal(s, h)
+        if run.writer is not None:
+            run.writer.close()
+    if not eval_logs:  # resumed a run whose epochs were all done: evaluate its weights
+        eval_logs = exp.evaluate()
+    metrics = {
+        "model": cfg["Arch"]["name"], "dataset": cfg["Data"]["name"], "params": exp.param_count(),
+        "flops": exp.flops(), "epochs": run.epochs, "seed": cfg["Global"]["seed"], **eval_logs,
+        "train_seconds": round(run.train_seconds, 3), "steps": run.global_step,
+        "train_samples": len(exp.train_data), "test_samples": len(exp.test_data), "device": exp.device,
+        "world_size": exp.world_size, "paddle": paddle.__version__,
+    }
+    if run.is_main:
+        ckpt.save_final(run.ckpt_dir, f"epoch_{run.epoch}")
+        _write_json(os.path.join(d, "metrics.json"), metrics)
+        if not quiet:
+            print(json.dumps({k: metrics[k] for k in ("model", "loss", "acc_top1", "acc_top2", "train_seconds")
+                              if k in metrics}), flush=True)
+    return metrics
+
+
+def evaluate_checkpoint(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Metrics of a run's weights (``Global.checkpoint``, default the run's ``final``)."""
+    path = cfg["Global"]["checkpoint"] or os.path.join(run_dir(cfg), "checkpoints", "final.pdparams")
+    exp = Experiment(cfg, load_train=False)
+    exp.net.set_state_dict(ckpt.load_params(path, exp.net))
+    out = {"model": cfg["Arch"]["name"], "dataset": cfg["Data"]["name"], "checkpoint": path}
+    out.update(exp.evaluate())
+    out["test_samples"] = len(exp.test_data)
+    return out

@@ -1,0 +1,7 @@
+"""Model zoo. Importing this package registers every architecture (LeNet family first)."""
+
+from . import lenet  # noqa: F401  (registration side effects)
+from . import allcnn  # noqa: F401
+from .registry import count_params, create_model, get_entry, list_models, model_kwargs, register_model
+
+__all__ = ["count_params", "create_model", "get_entry", "list_models", "model_kwargs", "register_model"]

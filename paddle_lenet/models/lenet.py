@@ -1,0 +1,198 @@
+"""The LeNet family: the notebook's two models (seed 000), classic LeNet-5 (001), LeNet-BN (002).
+
+Faithful ports keep their sources' quirks; each docstring names them. Parameter names match the
+notebook (``conv1``, ``linear1``, ...) so checkpoints stay interchangeable with the original code.
+"""
+
+from __future__ import annotations
+
+import paddle
+import paddle.nn as nn
+import paddle.nn.functional as F
+
+from .pooling import make_pool
+from .registry import register_model
+
+
+def _gap_head(channels: int, num_classes: int) -> nn.Layer:
+    """Network-in-Network head (Lin et al. 2013): 1×1 conv to class maps, then global average."""
+    return nn.Sequential(nn.Conv2D(channels, num_classes, 1), nn.AdaptiveAvgPool2D(1), nn.Flatten())
+
+
+class LeNet(nn.Layer):
+    """The notebook's LeNet: 61,706 parameters with the default head.
+
+    Quirks kept from the notebook: ReLU is applied twice around ``pool1`` (conv1 → ReLU → pool →
+    ReLU), and there is *no* ReLU between ``conv2`` and ``pool2``.
+
+    ``pool`` swaps both pooling layers for another operator of seed 003; ``head='gap'`` replaces the
+    FC stack by a global-average-pooling head. ``fast`` (max pooling + FC head only) evaluates the
+    same function in a cheaper order, see :meth:`_forward_fast`.
+    """
+
+    def __init__(self, num_classes: int = 10, pool: str = "max", pool_p: float = 3.0,
+                 head: str = "fc", fast: bool = False) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2D(in_channels=1, out_channels=6, kernel_size=5, stride=1, padding=2)
+        self.pool1 = make_pool(pool, 6, pool_p)
+        self.conv2 = nn.Conv2D(in_channels=6, out_channels=16, kernel_size=5, stride=1)
+        self.pool2 = make_pool(pool, 16, pool_p)
+        self.head_kind = head
+        if head == "gap":
+            self.head = _gap_head(16, num_classes)
+        else:
+            self.linear1 = nn.Linear(in_features=16 * 5 * 5, out_features=120)
+            self.linear2 = nn.Linear(in_features=120, out_features=84)
+            self.linear3 = nn.Linear(in_features=84, out_features=num_classes)
+        self.fast = fast and pool == "max" and head == "fc"
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        if self.fast:
+            return self._forward_fast(x)
+        x = self.conv1(x)
+        x = F.relu(x)
+        x = self.pool1(x)
+        x = F.relu(x)  # second ReLU, as in the notebook
+        x = self.conv2(x)
+        x = self.pool2(x)  # no ReLU before pool2, as in the notebook
+        if self.head_kind == "gap":
+            return self.head(x)
+        x = paddle.flatten(x, start_axis=1, stop_axis=-1)
+        x = F.relu(self.linear1(x))
+        x = F.relu(self.linear2(x))
+        return self.linear3(x)
+
+    def _forward_fast(self, x: paddle.Tensor) -> paddle.Tensor:
+        """Same function, cheaper order: the conv biases are added *after* max-pooling.
+
+        max-pool commutes with adding a per-channel constant and with ReLU, so
+        relu(pool(relu(conv(x) + b))) == relu(pool(conv(x)) + b) and pool(conv(x) + b) ==
+        pool(conv(x)) + b — the bias is broadcast over 4× fewer elements. Parameters are untouched.
+        """
+        x = F.conv2d(x, self.conv1.weight, None, stride=1, padding=2)
+        x = F.max_pool2d(x, 2, 2, return_mask=True)[0]  # mask kernel: faster on CPU, same values
+        x = F.relu(x + self.conv1.bias.reshape([1, -1, 1, 1]))
+        x = F.conv2d(x, self.conv2.weight, None, stride=1)
+        x = F.max_pool2d(x, 2, 2, return_mask=True)[0]
+        x = paddle.flatten(x + self.conv2.bias.reshape([1, -1, 1, 1]), start_axis=1)
+        x = F.relu(self.linear1(x))
+        x = F.relu(self.linear2(x))
+        return self.linear3(x)
+
+
+class LeNet_nopool(nn.Layer):
+    """The notebook's LeNet_nopool: pooling replaced by stride-2 convolutions; 66,346 parameters.
+
+    Quirk kept: no ReLU after ``conv4`` (the notebook flattens its raw output). An extra
+    ``conv3`` (3×3, stride 1) sits between the two strided convs, so the model is *not*
+    parameter-matched to LeNet — the notebook's comparison confounds the two.
+    """
+
+    def __init__(self, num_classes: int = 10, head: str = "fc") -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2D(in_channels=1, out_channels=6, kernel_size=5, stride=1, padding=2)
+        self.conv2 = nn.Conv2D(in_channels=6, out_channels=16, kernel_size=5, stride=2)
+        self.conv3 = nn.Conv2D(in_channels=16, out_channels=16, kernel_size=3, stride=1, padding=1)
+        self.conv4 = nn.Conv2D(in_channels=16, out_channels=16, kernel_size=3, stride=2)
+        self.head_kind = head
+        if head == "gap":
+            self.head = _gap_head(16, num_classes)
+        else:
+            self.linear1 = nn.Linear(in_features=16 * 5 * 5, out_features=120)
+            self.linear2 = nn.Linear(in_features=120, out_features=84)
+            self.linear3 = nn.Linear(in_features=84, out_features=num_classes)
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        x = F.relu(self.conv1(x))
+        x = F.relu(self.conv2(x))
+        x = F.relu(self.conv3(x))
+        x = self.conv4(x)  # no ReLU here, as in the notebook
+        if self.head_kind == "gap":
+            return self.head(x)
+        x = paddle.flatten(x, start_axis=1, stop_axis=-1)
+        x = F.relu(self.linear1(x))
+        x = F.relu(self.linear2(x))
+        return self.linear3(x)
+
+
+class LeNet5Classic(nn.Layer):
+    """Classic LeNet-5 of seed 001: sigmoid activations, average pooling, Xavier-uniform weights.
+
+    61,706 parameters. Its C3 is fully connected (16·6·25+16 = 2,416 parameters), not the 1998
+    paper's sparse C3 (1,516) — as in the source.
+    """
+
+    def __init__(self, num_classes: int = 10, pool: str = "avg", pool_p: float = 3.0) -> None:
+        super().__init__()
+        xavier = paddle.ParamAttr(initializer=nn.initializer.XavierUniform())
+        self.conv1 = nn.Conv2D(1, 6, 5, stride=1, padding=2, weight_attr=xavier)
+        self.pool1 = make_pool(pool, 6, pool_p)
+        self.conv2 = nn.Conv2D(6, 16, 5, weight_attr=xavier)
+        self.pool2 = make_pool(pool, 16, pool_p)
+        self.linear1 = nn.Linear(400, 120, weight_attr=xavier)
+        self.linear2 = nn.Linear(120, 84, weight_attr=xavier)
+        self.linear3 = nn.Linear(84, num_classes, weight_attr=xavier)
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        x = self.pool1(F.sigmoid(self.conv1(x)))
+        x = self.pool2(F.sigmoid(self.conv2(x)))
+        x = paddle.flatten(x, start_axis=1)
+        x = F.sigmoid(self.linear1(x))
+        x = F.sigmoid(self.linear2(x))
+        return self.linear3(x)
+
+
+class LeNetBN(nn.Layer):
+    """Seed 002's LeNet with Dropout, BatchNorm and a global-average-pooling head.
+
+    ``strided=True`` is its twin: both max-pools removed and conv1/conv2 at stride 2, so the two
+    have exactly the same parameters (the only difference is how they downsample).
+    Shapes 28 → 14 → 7 → 3 → 1 in both.
+    """
+
+    def __init__(self, num_classes: int = 10, strided: bool = False, pool: str = "max", pool_p: float = 3.0) -> None:
+        super().__init__()
+        s = 2 if strided else 1
+        self.conv1 = nn.Conv2D(1, 6, 5, stride=s, padding=2)
+        self.pool1 = nn.Identity() if strided else make_pool(pool, 6, pool_p)
+        self.drop1 = nn.Dropout(0.4)
+        self.conv2 = nn.Conv2D(6, 16, 5, stride=s, padding=2)
+        self.bn2 = nn.BatchNorm2D(16)
+        self.pool2 = nn.Identity() if strided else make_pool(pool, 16, pool_p)
+        self.conv3 = nn.Conv2D(16, 120, 5)
+        self.bn3 = nn.BatchNorm2D(120)
+        self.avg_pool = nn.AdaptiveAvgPool2D(1)
+        self.fc = nn.Linear(120, num_classes)
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        x = self.drop1(self.pool1(F.relu(self.conv1(x))))
+        x = self.pool2(F.relu(self.bn2(self.conv2(x))))
+        x = F.relu(self.bn3(self.conv3(x)))
+        x = paddle.flatten(self.avg_pool(x), start_axis=1)
+        return self.fc(x)
+
+
+@register_model(source="000", name="LeNet")
+def lenet(num_classes: int = 10, pool: str = "max", pool_p: float = 3.0, head: str = "fc",
+           fast: bool = False) -> LeNet:
+    return LeNet(num_classes, pool, pool_p, head, fast)
+
+
+@register_model(source="000", name="LeNet_nopool")
+def lenet_nopool(num_classes: int = 10, head: str = "fc") -> LeNet_nopool:
+    return LeNet_nopool(num_classes, head)
+
+
+@register_model(source="001")
+def LeNet5_classic(num_classes: int = 10, pool: str = "avg", pool_p: float = 3.0) -> LeNet5Classic:
+    return LeNet5Classic(num_classes, pool, pool_p)
+
+
+@register_model(source="002")
+def LeNet_BN(num_classes: int = 10, pool: str = "max", pool_p: float = 3.0) -> LeNetBN:
+    return LeNetBN(num_classes, strided=False, pool=pool, pool_p=pool_p)
+
+
+@register_model(source="002")
+def LeNet_BN_strided(num_classes: int = 10) -> LeNetBN:
+    return LeNetBN(num_classes, strided=True)

@@ -1,0 +1,34 @@
+"""A PNG grid of dataset images with their labels (the notebook's step 3, as a file).
+
+``python tools/show_samples.py -c CONFIG --out samples.png [--split train|test] [--n 16]``
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from paddle_lenet.cli import config_parser, run  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = config_parser("Write a grid of dataset samples with labels as PNG.")
+    parser.add_argument("--out", default="samples.png", help="output PNG path")
+    parser.add_argument("--split", choices=("train", "test"), default="train")
+    parser.add_argument("--n", type=int, default=16, help="number of images (the first N of the split)")
+    args = parser.parse_args(argv)
+    from paddle_lenet.config import load_config
+    from paddle_lenet.data import load_split
+    from paddle_lenet.report import sample_grid
+
+    cfg = load_config(args.config, args.override)
+    data = load_split(cfg["Data"]["name"], cfg["Data"]["root"], args.split)
+    sample_grid(data, args.n, args.out, title=f"{cfg['Data']['name']} {args.split}")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    run(main)
