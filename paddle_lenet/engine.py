@@ -242,6 +242,7 @@ class Run:
         self.loss_sum, self.loss_n = 0.0, 0
         self.epoch_t0 = time.time()
         self.epoch_skip = 0
+        self.history: list[dict[str, float]] = []  # eval metrics per evaluated epoch (learning curves)
 
     def images_this_epoch(self) -> int:
         return (self.step_in_epoch - self.epoch_skip) * self.cfg["Data"]["batch_size"] * self.exp.world_size
@@ -250,12 +251,13 @@ class Run:
     def state(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "step": self.step_in_epoch, "global_step": self.global_step,
                 "train_seconds": self.train_seconds, "steps_per_epoch": self.steps_per_epoch,
-                "seed": self.cfg["Global"]["seed"], "rng": paddle.get_rng_state(),
+                "seed": self.cfg["Global"]["seed"], "history": self.history, "rng": paddle.get_rng_state(),
                 "numpy_rng": np.random.get_state()}
 
     def restore(self, state: dict[str, Any]) -> None:
         self.epoch, self.step_in_epoch = state["epoch"], state["step"]
         self.global_step, self.train_seconds = state["global_step"], state["train_seconds"]
+        self.history = state["history"]
         paddle.set_rng_state(state["rng"])
         np.random.set_state(state["numpy_rng"])
 
@@ -327,7 +329,7 @@ def _write_json(path: str, obj: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def train(cfg: dict[str, Any], quiet: bool = False) -> dict[str, Any]:
+def train(cfg: dict[str, Any], quiet: bool = False, prefix: str = "") -> dict[str, Any]:
     """Train, evaluate and record one run; returns the contents of ``metrics.json``.
 
     Resumes from the newest complete checkpoint with ``Global.resume``; the resumed run's final
@@ -357,7 +359,7 @@ def train(cfg: dict[str, Any], quiet: bool = False) -> dict[str, Any]:
 
         run.writer = LogWriter(logdir=os.path.join(d, "vdl"))
     if run.is_main:
-        print(f"{cfg['Arch']['name']}: {exp.param_count():,} parameters | {cfg['Data']['name']} "
+        print(f"{prefix}{cfg['Arch']['name']}: {exp.param_count():,} parameters | {cfg['Data']['name']} "
               f"{len(exp.train_data):,} train / {len(exp.test_data):,} test | device {exp.device}", flush=True)
     old_handlers = _handle_signals(run)
     callbacks = [StepCallback(run)]
@@ -389,13 +391,14 @@ def train(cfg: dict[str, Any], quiet: bool = False) -> dict[str, Any]:
                     f"{time.time() - run.epoch_t0:.1f}s")
             if run.epoch % cfg["Global"]["eval_every"] == 0 or run.epoch == run.epochs:
                 eval_logs = exp.evaluate()
+                run.history.append({"epoch": run.epoch, "train_loss": train_loss, **eval_logs})
                 if run.writer is not None:
                     for k, v in eval_logs.items():
                         run.writer.add_scalar(f"eval/{k}", v, run.epoch)
                 line += " | eval " + " ".join(f"{k} {v:.4f}" for k, v in eval_logs.items())
             run.save()
             if run.is_main:
-                print(line, flush=True)
+                print(prefix + line, flush=True)
             if run.stop_signal:
                 raise TrainingStopped(
                     f"{run.stop_signal} after epoch {run.epoch}; checkpoint 'epoch_{run.epoch}' written; "
@@ -412,7 +415,7 @@ def train(cfg: dict[str, Any], quiet: bool = False) -> dict[str, Any]:
         "flops": exp.flops(), "epochs": run.epochs, "seed": cfg["Global"]["seed"], **eval_logs,
         "train_seconds": round(run.train_seconds, 3), "steps": run.global_step,
         "train_samples": len(exp.train_data), "test_samples": len(exp.test_data), "device": exp.device,
-        "world_size": exp.world_size, "paddle": paddle.__version__,
+        "world_size": exp.world_size, "paddle": paddle.__version__, "history": run.history,
     }
     if run.is_main:
         ckpt.save_final(run.ckpt_dir, f"epoch_{run.epoch}")
@@ -431,4 +434,21 @@ def evaluate_checkpoint(cfg: dict[str, Any]) -> dict[str, Any]:
     out = {"model": cfg["Arch"]["name"], "dataset": cfg["Data"]["name"], "checkpoint": path}
     out.update(exp.evaluate())
     out["test_samples"] = len(exp.test_data)
+    return out
+
+
+def shift_accuracy(cfg: dict[str, Any], shifts: list[int]) -> dict[str, float]:
+    """Top-1 test accuracy with images shifted by k pixels, mean over the four directions (zero fill).
+
+    Measures the translation invariance that pooling is said to buy (seed 000's claim).
+    """
+    from .data import shift_images
+
+    exp = Experiment(cfg, load_train=False)
+    exp.net.set_state_dict(ckpt.load_params(os.path.join(run_dir(cfg), "checkpoints", "final.pdparams"), exp.net))
+    out = {}
+    for k in shifts:
+        dirs = ("up", "down", "left", "right") if k else ("up",)
+        accs = [exp.evaluate(transform=lambda x, k=k, d=d: shift_images(x, k, d))["acc_top1"] for d in dirs]
+        out[str(k)] = float(np.mean(accs))
     return out

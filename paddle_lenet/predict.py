@@ -40,7 +40,7 @@ def predict_files(model_dir: str, files: list[str], topk: int = 3) -> list[dict[
     probs = np.exp(z) / np.exp(z).sum(1, keepdims=True)
     names = meta.get("class_names")
     out = []
-    for f, p in zip(files, probs):
+    for f, p in zip(files, probs, strict=True):
         order = np.argsort(-p)[: max(1, topk)]
         out.append({"file": f, "top1": int(order[0]), "label": names[order[0]] if names else str(order[0]),
                     "topk": [{"class": int(k), "label": names[k] if names else str(k), "prob": float(p[k])} for k in order],

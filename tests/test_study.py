@@ -1,0 +1,93 @@
+"""Issue 4: statistics on known inputs, and a 2-model × 2-seed × 1-epoch study on mnist-5k end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from paddle_lenet.config import load_config
+from paddle_lenet.errors import ConfigError
+from paddle_lenet.stats import in_words, mean_std, permutation_p, welch
+from paddle_lenet.study import load_study
+
+from .conftest import MNIST5K, ROOT, read_vdl, tool
+
+STUDY = os.path.join(ROOT, "configs", "study", "pooling_vs_stride.yml")
+
+
+def test_welch_on_known_inputs() -> None:
+    # means 0.981 vs 0.984, both sample variances 2.5e-6, n = 5: se = 1e-3, t = -3, df = 8
+    w = welch([0.981, 0.979, 0.983, 0.980, 0.982], [0.984, 0.983, 0.986, 0.982, 0.985])
+    assert w["diff"] == pytest.approx(-0.003, abs=1e-12)
+    assert w["t"] == pytest.approx(-3.0, rel=1e-9) and w["df"] == pytest.approx(8.0, rel=1e-9)
+    assert w["p_value"] == pytest.approx(0.017071681233779765, rel=1e-6)
+    assert w["ci95"] == pytest.approx([-0.003 - 2.306004135 * 1e-3, -0.003 + 2.306004135 * 1e-3], rel=1e-6)
+    u = welch([1, 2, 3, 4], [2, 4, 6, 9])  # unequal variances: Welch-Satterthwaite df
+    assert u["df"] == pytest.approx(4.0836357498523075, rel=1e-9) and u["p_value"] == pytest.approx(0.1647020796, rel=1e-6)
+    assert in_words(0.017) == "significant at 5%" and in_words(0.2) == "not significant at 5%"
+
+
+def test_permutation_and_spread() -> None:
+    assert permutation_p([1, 2], [3, 4]) == pytest.approx(2 / 6)  # only the observed split and its mirror
+    assert permutation_p([1, 2, 3], [1, 2, 3]) == 1.0
+    assert mean_std([1.0, 2.0, 3.0]) == (2.0, 1.0) and mean_std([5.0]) == (5.0, 0.0)
+
+
+def test_every_shipped_config_validates() -> None:
+    for folder, _, files in os.walk(os.path.join(ROOT, "configs")):
+        for f in files:
+            path = os.path.join(folder, f)
+            if "study" in folder:
+                _, jobs = load_study(path, [])
+                assert len(jobs) >= 2 * 5
+            else:
+                load_config(path)
+
+
+def test_bad_study_config() -> None:
+    with pytest.raises(ConfigError, match="appears twice"):
+        load_study(STUDY, ["Study.models=[{label: a}, {label: a}]"])
+    with pytest.raises(ConfigError, match="registered models"):
+        load_study(STUDY, ["Study.models=[{label: a, overrides: {Arch.name: Nope}}]"])
+    with pytest.raises(ConfigError, match="must be a pair of model labels"):
+        load_study(STUDY, ["Study.compare=[[LeNet, X]]"])
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> tuple[str, str]:
+    out = str(tmp_path_factory.mktemp("study"))
+    p = tool("study", "-c", STUDY, "-o", f"Data.root={MNIST5K}", "-o", "Global.epochs=1", "-o", "Study.seeds=2",
+             "-o", "Study.workers=2", "-o", f"Global.output_dir={out}", check=True)
+    return os.path.join(out, "pooling_vs_stride"), p.stdout
+
+
+def test_study_outputs_agree(study) -> None:
+    root, _ = study
+    s = json.load(open(os.path.join(root, "summary.json")))
+    assert set(s["models"]) == {"LeNet", "LeNet_nopool"}
+    for label, m in s["models"].items():
+        runs = [json.load(open(os.path.join(root, "runs", label, f"seed_{i}", "metrics.json"))) for i in (0, 1)]
+        assert m["runs"] == 2 and m["params"] == runs[0]["params"] and m["flops"] > 0
+        assert m["acc_top1_mean"] == pytest.approx(sum(r["acc_top1"] for r in runs) / 2)
+        assert runs[0]["acc_top1"] != runs[1]["acc_top1"] or runs[0]["loss"] != runs[1]["loss"]  # seeds differ
+        assert m["acc_top1_mean"] >= 0.7 and m["acc_top2_mean"] >= m["acc_top1_mean"]
+        assert set(m["shift_acc"]) == {"0", "1", "2", "3", "4"}
+        assert m["shift_acc"]["0"] == pytest.approx(m["acc_top1_mean"]) and m["shift_acc"]["4"] < m["shift_acc"]["0"]
+        assert read_vdl(os.path.join(root, "runs", label, "seed_0", "vdl"), "eval/acc_top1")
+    (c,) = s["comparisons"]
+    assert (c["a"], c["b"]) == ("LeNet", "LeNet_nopool") and c["ci95"][0] <= c["diff"] <= c["ci95"][1]
+    assert 0 <= c["p_value"] <= 1 and c["test"] == "Welch's t"
+    report = open(os.path.join(root, "report.md")).read()
+    assert "| LeNet | LeNet | 61,706 |" in report and "LeNet − LeNet_nopool" in report and "significant at 5%" in report
+    for fig in ("curves.png", "acc_vs_params.png", "shift.png"):
+        assert os.path.getsize(os.path.join(root, fig)) > 5000 and f"![{fig}]({fig})" in report
+
+
+def test_study_rerun_skips_finished_runs(study) -> None:
+    root, _ = study
+    out = os.path.dirname(root)
+    p = tool("study", "-c", STUDY, "-o", f"Data.root={MNIST5K}", "-o", "Global.epochs=1", "-o", "Study.seeds=2",
+             "-o", f"Global.output_dir={out}", check=True)
+    assert p.stdout.count("skipped (done)") == 4
