@@ -291,6 +291,8 @@ def _handle_signals(run: Run) -> dict[int, Any]:
 def _prepare_run_folder(cfg: dict[str, Any], exp: Experiment) -> dict[str, Any] | None:
     """Refuse to clobber a run; returns the checkpoint state to resume from, if any."""
     g, d = cfg["Global"], run_dir(cfg)
+    if exp.rank != 0:  # rank 0 alone checks and writes the folder; the others follow its checkpoints
+        return ckpt.load_latest(os.path.join(d, "checkpoints")) if g["resume"] else None
     holds_run = os.path.isdir(d) and any(
         os.path.exists(os.path.join(d, f)) for f in ("config.yml", "metrics.json", "checkpoints", "vdl"))
     if holds_run and not (g["resume"] or g["overwrite"]):

@@ -81,6 +81,7 @@ def study_figures(summary: dict[str, Any], folder: str) -> list[str]:
     for label, m in models.items():
         ks = sorted(m["shift_acc"], key=int)
         ax.plot([int(k) for k in ks], [100 * m["shift_acc"][k] for k in ks], marker="o", label=label)
+        ax.set_xticks([int(k) for k in ks])
     ax.set(xlabel="shift (pixels, mean of 4 directions, zero fill)", ylabel="test acc_top1 (%)",
            title="translation robustness")
     ax.grid(alpha=0.3)

@@ -180,7 +180,8 @@ def summarize(base: dict[str, Any], results: list[dict[str, Any]], wall: float) 
                             "p_value": w["p_value"], "test": "Welch's t", "permutation_p": permutation_p(xa, xb),
                             "verdict": in_words(w["p_value"])})
     g, d = base["Global"], base["Data"]
-    return {"study": st["name"], "study_root": st["root"], "dataset": d["name"], "train_limit": d["train_limit"], "epochs": g["epochs"],
+    return {"study": st["name"], "study_root": st["root"], "dataset": d["name"], "train_limit": d["train_limit"],
+            "epochs": g["epochs"],
             "seeds": st["seeds"], "models": models, "comparisons": comparisons, "paper": st["paper"],
             "wall_seconds": round(wall, 1),
             "machine": f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPU cores, "

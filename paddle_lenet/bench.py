@@ -1,0 +1,112 @@
+"""Throughput of the package's own training path (``Experiment`` + ``paddle.Model.fit``), and a
+PyTorch eager reference for the notebook models, timed alternately so both see the same machine.
+"""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import time
+from typing import Any
+
+import numpy as np
+
+from .engine import Experiment
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+class PaddleBench:
+    """Times ``fit`` over ``steps`` batches of the real training loader, exactly as train.py runs it."""
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        self.exp = Experiment(cfg)
+        self.batch = cfg["Data"]["batch_size"]
+        self.epoch = 0
+
+    def train(self, steps: int) -> float:
+        """Images per second over ``steps`` optimizer steps."""
+        self.exp.sampler.set_epoch(self.epoch)
+        self.epoch += 1
+        t = time.perf_counter()
+        self.exp.model.fit(self.exp.train_loader(), epochs=1, verbose=0, num_iters=steps)
+        return steps * self.batch / (time.perf_counter() - t)
+
+    def evaluate(self) -> float:
+        t = time.perf_counter()
+        self.exp.evaluate()
+        return len(self.exp.test_data) / (time.perf_counter() - t)
+
+
+class TorchBench:
+    """The same model, Adam, batch and arrays in PyTorch eager (a speed yardstick, never a dependency)."""
+
+    def __init__(self, cfg: dict[str, Any], data: Any, threads: int | None) -> None:
+        import torch
+        import torch.nn as tnn
+        import torch.nn.functional as tf
+
+        self.torch, self.tf = torch, tf
+        if threads:
+            torch.set_num_threads(threads)
+        torch.manual_seed(cfg["Global"]["seed"])
+        name = cfg["Arch"]["name"]
+        if name == "LeNet":
+            net = tnn.Sequential(tnn.Conv2d(1, 6, 5, 1, 2), tnn.ReLU(), tnn.MaxPool2d(2, 2), tnn.ReLU(),
+                                 tnn.Conv2d(6, 16, 5), tnn.MaxPool2d(2, 2), tnn.Flatten(), tnn.Linear(400, 120),
+                                 tnn.ReLU(), tnn.Linear(120, 84), tnn.ReLU(), tnn.Linear(84, 10))
+        elif name == "LeNet_nopool":
+            net = tnn.Sequential(tnn.Conv2d(1, 6, 5, 1, 2), tnn.ReLU(), tnn.Conv2d(6, 16, 5, 2), tnn.ReLU(),
+                                 tnn.Conv2d(16, 16, 3, 1, 1), tnn.ReLU(), tnn.Conv2d(16, 16, 3, 2), tnn.Flatten(),
+                                 tnn.Linear(400, 120), tnn.ReLU(), tnn.Linear(120, 84), tnn.ReLU(), tnn.Linear(84, 10))
+        else:
+            raise ValueError(f"--reference torch supports LeNet and LeNet_nopool, not {name}")
+        self.net = net
+        self.opt = torch.optim.Adam(net.parameters(), lr=cfg["Optimizer"]["learning_rate"])
+        self.x, self.y = torch.from_numpy(data.images), torch.from_numpy(data.labels[:, 0])
+        self.batch = cfg["Data"]["batch_size"]
+        self.rng = np.random.default_rng(0)
+
+    def train(self, steps: int) -> float:
+        perm = self.torch.from_numpy(self.rng.permutation(len(self.y)))
+        t = time.perf_counter()
+        for i in range(steps):
+            idx = perm[i * self.batch : (i + 1) * self.batch]
+            loss = self.tf.cross_entropy(self.net(self.x[idx]), self.y[idx])
+            self.opt.zero_grad()
+            loss.backward()
+            self.opt.step()
+            float(loss)  # hapi also reads the loss every step
+        return steps * self.batch / (time.perf_counter() - t)
+
+
+def benchmark(cfg: dict[str, Any], steps: int, warmup: int, pairs: int, reference: str | None,
+              torch_threads: int | None) -> dict[str, Any]:
+    ours = PaddleBench(cfg)
+    ours.train(warmup)
+    result: dict[str, Any] = {"model": cfg["Arch"]["name"], "dataset": cfg["Data"]["name"],
+                              "batch_size": cfg["Data"]["batch_size"], "steps": steps, "pairs": pairs,
+                              "fast": cfg["Global"]["fast"], "threads": cfg["Global"]["threads"], "device": ours.exp.device}
+    ref = None
+    if reference == "torch":
+        ref = TorchBench(cfg, ours.exp.train_data, torch_threads)
+        ref.train(warmup)
+        result["torch_threads"] = ref.torch.get_num_threads()
+        result["torch"] = ref.torch.__version__
+    ours_ips, ref_ips, ratios = [], [], []
+    for _ in range(pairs):
+        ours_ips.append(ours.train(steps))
+        if ref is not None:
+            ref_ips.append(ref.train(steps))
+            ratios.append(ours_ips[-1] / ref_ips[-1])
+    result["train_images_per_second"] = statistics.median(ours_ips)
+    ours.evaluate()
+    result["eval_images_per_second"] = statistics.median([ours.evaluate() for _ in range(3)])
+    if ref is not None:
+        result["torch_train_images_per_second"] = statistics.median(ref_ips)
+        result["ratio_vs_torch"] = statistics.median(ratios)
+        result["ratios"] = [round(r, 3) for r in ratios]
+    result["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    return result

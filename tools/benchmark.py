@@ -1,0 +1,51 @@
+"""Measure training/eval throughput of the package's own path, optionally against PyTorch eager.
+
+``python tools/benchmark.py -c configs/lenet.yml -o Data.name=FashionMNIST -o Data.root=DIR --steps 200
+[--pairs 5] [--reference torch] [--json]``. Run it on a quiet machine: two CPU-heavy processes on two
+cores distort both sides.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from paddle_lenet.cli import config_parser, run  # noqa: E402
+from paddle_lenet.errors import UserError  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = config_parser("Benchmark the training path.")
+    parser.add_argument("--steps", type=int, default=200, help="optimizer steps per timed block")
+    parser.add_argument("--warmup", type=int, default=30)
+    parser.add_argument("--pairs", type=int, default=5, help="timed blocks (alternating with the reference)")
+    parser.add_argument("--reference", choices=("torch",), help="also time an equivalent PyTorch eager loop")
+    parser.add_argument("--torch-threads", type=int, help="torch.set_num_threads (default: torch's own)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object on the last line")
+    args = parser.parse_args(argv)
+    from paddle_lenet.bench import benchmark
+    from paddle_lenet.config import load_config
+
+    if args.steps < 1 or args.pairs < 1:
+        raise UserError("--steps and --pairs must be >= 1")
+    if args.reference == "torch":
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            raise UserError("--reference torch needs PyTorch: pip install torch (it is not a dependency)") from None
+    cfg = load_config(args.config, args.override)
+    cfg["Global"]["vdl"] = False
+    r = benchmark(cfg, args.steps, args.warmup, args.pairs, args.reference, args.torch_threads)
+    if args.json:
+        print(json.dumps(r))
+    else:
+        for k, v in r.items():
+            print(f"{k:>30}: {v:,.1f}" if isinstance(v, float) else f"{k:>30}: {v}")
+    return 0
+
+
+if __name__ == "__main__":
+    run(main)
