@@ -83,7 +83,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "Study": {
         "name": _k(None, str, nullable=True, help="study folder name (default: the config file's stem)"),
         "seeds": _k(5, int, list, help="a count (seeds 0..N-1) or an explicit list"),
-        "workers": _k(1, int, help="runs trained in parallel processes"),
+        "workers": _k(0, int, help="runs trained in parallel processes (0: one per CPU core)"),
         "models": _k([], list, help="list of {label, overrides} entries"),
         "shifts": _k([0, 1, 2, 3, 4], list, help="pixel shifts for the translation-robustness test"),
         "compare": _k([], list, help="pairs [a, b] to test; default: every pair"),

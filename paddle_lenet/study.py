@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import copy
 import json
-import multiprocessing
 import os
 import platform
 import re
+import signal
+import subprocess
+import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from itertools import combinations
 from typing import Any
 
@@ -45,8 +46,9 @@ def load_study(path: str, overrides: list[str]) -> tuple[dict[str, Any], list[di
     jobs = []
     seeds = _seeds(st["seeds"])
     root = os.path.join(base["Global"]["output_dir"], st["name"])
-    if st["workers"] < 1:
-        raise ConfigError(f"Study.workers must be >= 1, got {st['workers']}")
+    if st["workers"] < 0:
+        raise ConfigError(f"Study.workers must be >= 0 (0: one per CPU core), got {st['workers']}")
+    st["workers"] = min(st["workers"] or os.cpu_count() or 1, len(seeds) * len(st["models"]))
     for i, m in enumerate(st["models"]):
         if not isinstance(m, dict) or not isinstance(m.get("label", ""), str) or set(m) - {"label", "overrides"}:
             raise ConfigError(f"Study.models[{i}] must be a mapping with 'label' and 'overrides', got {m!r}")
@@ -94,25 +96,71 @@ def run_job(job: dict[str, Any], shifts: list[int]) -> dict[str, Any]:
 
     cfg = job["cfg"]
     folder = os.path.join(cfg["Global"]["output_dir"], cfg["Global"]["name"])
-    mpath, spath = os.path.join(folder, "metrics.json"), os.path.join(folder, "shift.json")
-    tag = f"[{job['label']} seed {job['seed']}] "
-    if os.path.exists(mpath):
-        with open(mpath, encoding="utf-8") as f:
-            metrics = json.load(f)
-        skipped = True
-    else:
+    skipped = os.path.exists(os.path.join(folder, "metrics.json"))
+    if not skipped:
         cfg = copy.deepcopy(cfg)
         cfg["Global"]["resume"] = os.path.isdir(folder)
-        metrics = train(cfg, quiet=True, prefix=tag)
-        skipped = False
-    if os.path.exists(spath):
-        with open(spath, encoding="utf-8") as f:
-            shift = json.load(f)
-    else:
+        train(cfg, quiet=True, prefix=f"[{job['label']} seed {job['seed']}] ")
+    spath = os.path.join(folder, "shift.json")
+    if not os.path.exists(spath):
         shift = shift_accuracy(cfg, shifts)
         with open(spath + ".tmp", "w", encoding="utf-8") as f:
             json.dump(shift, f)
         os.replace(spath + ".tmp", spath)
+    return _result(job, skipped)
+
+
+def _run_parallel(jobs: list[dict[str, Any]], shifts: list[int], workers: int, done: Any) -> None:
+    """Each job in its own ``python -m paddle_lenet.study`` process, ``workers`` at a time.
+
+    Children run in their own session so that a terminal's Ctrl-C reaches only this parent, which then
+    passes one SIGTERM on to each running child: its run checkpoints at the next step and exits, and no new
+    run starts. The study exits 130; running it again continues where it stopped.
+    """
+    from .errors import TrainingStopped
+
+    pending, running = list(jobs), {}
+    stop: list[int] = []
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [os.path.dirname(os.path.dirname(os.path.abspath(__file__))), os.environ.get("PYTHONPATH", "")]))
+    old = {s: signal.signal(s, lambda signum, frame: stop.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while (pending or running) and not stop:
+            while pending and len(running) < workers:
+                job = pending.pop(0)
+                cmd = [sys.executable, "-m", "paddle_lenet.study", json.dumps({"job": job, "shifts": shifts})]
+                running[subprocess.Popen(cmd, env=env, start_new_session=True)] = job
+            time.sleep(0.1)
+            for proc, job in list(running.items()):
+                if proc.poll() is None:
+                    continue
+                del running[proc]
+                if proc.returncode != 0:
+                    stop.append(0)
+                    failed = f"{job['label']} seed {job['seed']} exited {proc.returncode} (its message is above)"
+                    break
+                done(_result(job, skipped=False))
+        for proc in running:
+            proc.send_signal(signal.SIGTERM)
+        for proc in running:
+            proc.wait()
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    if stop and stop[0] == 0:
+        raise TrainingStopped(f"study stopped: run {failed}; fix it and run the same command again", 1)
+    if stop:
+        raise TrainingStopped("study interrupted; finished runs are kept and running ones checkpointed; "
+                              "run the same command again to continue", 130)
+
+
+def _result(job: dict[str, Any], skipped: bool) -> dict[str, Any]:
+    cfg = job["cfg"]
+    folder = os.path.join(cfg["Global"]["output_dir"], cfg["Global"]["name"])
+    with open(os.path.join(folder, "metrics.json"), encoding="utf-8") as f:
+        metrics = json.load(f)
+    with open(os.path.join(folder, "shift.json"), encoding="utf-8") as f:
+        shift = json.load(f)
     return {"label": job["label"], "seed": job["seed"], "metrics": metrics, "shift_acc": shift, "skipped": skipped}
 
 
@@ -133,14 +181,18 @@ def run_study(path: str, overrides: list[str]) -> dict[str, Any]:
         print(f"[{len(results)}/{len(jobs)}] {r['label']} seed {r['seed']}: acc_top1 {m['acc_top1']:.4f} "
               f"shift4 {r['shift_acc'].get(str(max(shifts)), float('nan')):.4f} {state}", flush=True)
 
+    todo = []
+    for job in jobs:  # finished runs are read back, not re-run: a study resumes where it stopped
+        folder = os.path.join(job["cfg"]["Global"]["output_dir"], job["cfg"]["Global"]["name"])
+        if all(os.path.exists(os.path.join(folder, f)) for f in ("metrics.json", "shift.json")):
+            done(_result(job, skipped=True))
+        else:
+            todo.append(job)
     if st["workers"] == 1:
-        for job in jobs:
+        for job in todo:
             done(run_job(job, shifts))
     else:
-        ctx = multiprocessing.get_context("spawn")  # paddle is not fork-safe once initialised
-        with ProcessPoolExecutor(st["workers"], mp_context=ctx) as pool:
-            for fut in [pool.submit(run_job, job, shifts) for job in jobs]:
-                done(fut.result())
+        _run_parallel(todo, shifts, st["workers"], done)
     from .report import write_study_report
 
     summary = summarize(base, results, time.time() - t0)
@@ -186,3 +238,16 @@ def summarize(base: dict[str, Any], results: list[dict[str, Any]], wall: float) 
             "wall_seconds": round(wall, 1),
             "machine": f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPU cores, "
                        f"{st['workers']} worker(s)"}
+
+
+def _worker_main(argv: list[str] | None = None) -> int:
+    """``python -m paddle_lenet.study JOB_JSON``: one run of a parallel study (see :func:`_run_parallel`)."""
+    spec = json.loads((argv or sys.argv[1:])[0])
+    run_job(spec["job"], spec["shifts"])
+    return 0
+
+
+if __name__ == "__main__":
+    from .cli import run
+
+    run(_worker_main)

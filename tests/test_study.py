@@ -91,3 +91,32 @@ def test_study_rerun_skips_finished_runs(study) -> None:
     p = tool("study", "-c", STUDY, "-o", f"Data.root={MNIST5K}", "-o", "Global.epochs=1", "-o", "Study.seeds=2",
              "-o", f"Global.output_dir={out}", check=True)
     assert p.stdout.count("skipped (done)") == 4
+
+
+def test_interrupted_study_stops_workers_and_continues(tmp_path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = [sys.executable, os.path.join(ROOT, "tools", "study.py"), "-c", STUDY, "-o", f"Data.root={MNIST5K}",
+            "-o", "Global.epochs=2", "-o", "Study.seeds=2", "-o", "Study.workers=2", "-o", f"Global.output_dir={tmp_path}"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    workers: list[int] = []
+    for line in proc.stdout:
+        if "epoch 1/2" in line:
+            rows = subprocess.run(["ps", "-eo", "pid=,ppid=,args="], capture_output=True, text=True).stdout.splitlines()
+            workers = [int(r.split()[0]) for r in rows if r.split()[1] == str(proc.pid) and "paddle_lenet.study" in r]
+            proc.send_signal(signal.SIGTERM)
+            break
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err[-2000:]
+    assert err.strip().splitlines()[-1].startswith("stopped: study interrupted") and "Traceback" not in err
+    assert len(workers) == 2
+    time.sleep(1)
+    for pid in workers:  # no orphaned workers left training
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    p = tool("study", *args[2:], check=True)
+    assert p.stdout.count("[") >= 4 and os.path.exists(os.path.join(tmp_path, "pooling_vs_stride", "summary.json"))
