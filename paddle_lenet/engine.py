@@ -15,6 +15,7 @@ import math
 import os
 import shutil
 import signal
+import sys
 import time
 from typing import Any
 
@@ -273,8 +274,10 @@ def _handle_signals(run: Run) -> dict[int, Any]:
     """First SIGINT/SIGTERM: finish the current step, checkpoint, exit. A second one: stop now."""
 
     def handler(signum: int, frame: Any) -> None:
-        if run.stop_signal:
-            raise KeyboardInterrupt
+        if run.stop_signal:  # checkpoints are atomic: stopping mid-write leaves the previous one intact
+            print(f"stopped at once by a second signal; resume from {ckpt.latest_tag(run.ckpt_dir) or 'the start'} "
+                  f"with -o Global.resume=true", file=sys.stderr, flush=True)
+            os._exit(130)
         run.stop_signal = signal.Signals(signum).name
         print(f"\n{run.stop_signal} received: stopping after this step and writing a checkpoint "
               f"(send it again to stop at once)", flush=True)
@@ -288,7 +291,7 @@ def _handle_signals(run: Run) -> dict[int, Any]:
     return old
 
 
-def _prepare_run_folder(cfg: dict[str, Any], exp: Experiment) -> dict[str, Any] | None:
+def _prepare_run_folder(cfg: dict[str, Any], exp: Experiment) -> tuple[dict, dict, dict[str, Any]] | None:
     """Refuse to clobber a run; returns the checkpoint state to resume from, if any."""
     g, d = cfg["Global"], run_dir(cfg)
     if exp.rank != 0:  # rank 0 alone checks and writes the folder; the others follow its checkpoints
@@ -299,10 +302,13 @@ def _prepare_run_folder(cfg: dict[str, Any], exp: Experiment) -> dict[str, Any] 
         raise RunFolderError(
             f"run folder '{d}' already holds a run; pass -o Global.resume=true to continue it, "
             f"-o Global.overwrite=true to replace it, or choose another -o Global.name")
-    if holds_run and g["overwrite"] and exp.rank == 0:
-        for f in ("config.yml", "metrics.json", "checkpoints", "vdl"):
+    if holds_run and g["overwrite"]:
+        for f in ("config.yml", "metrics.json", "checkpoints", "vdl", "shift.json"):
             p = os.path.join(d, f)
-            shutil.rmtree(p) if os.path.isdir(p) else (os.path.exists(p) and os.remove(p))
+            if os.path.isdir(p):
+                shutil.rmtree(p)
+            elif os.path.exists(p):
+                os.remove(p)
         return None
     if not (holds_run and g["resume"]):
         return None

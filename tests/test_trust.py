@@ -168,3 +168,13 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path) -> None:
     assert p.returncode == 3, p.stderr[-2000:]
     assert "loss became" in p.stderr and "step" in p.stderr and "Traceback" not in p.stderr
     assert not os.path.exists(os.path.join(out, "nan", "metrics.json"))
+
+
+def test_overwrite_replaces_the_run(tmp_path) -> None:
+    out = str(tmp_path)
+    tool("train", *mnist_args(out, "ow", "configs/lenet.yml", 2), check=True)
+    tool("train", *mnist_args(out, "ow", "configs/lenet.yml", 1, "-o", "Global.overwrite=true"), check=True)
+    assert metrics(out, "ow")["epochs"] == 1
+    ck = sorted(os.listdir(os.path.join(out, "ow", "checkpoints")))
+    assert not [c for c in ck if c.startswith("epoch_2")] and "epoch_1.pdparams" in ck
+    assert sorted(read_vdl(os.path.join(out, "ow", "vdl"), "train/loss")) == list(range(1, 64))
