@@ -178,3 +178,32 @@ def test_overwrite_replaces_the_run(tmp_path) -> None:
     ck = sorted(os.listdir(os.path.join(out, "ow", "checkpoints")))
     assert not [c for c in ck if c.startswith("epoch_2")] and "epoch_1.pdparams" in ck
     assert sorted(read_vdl(os.path.join(out, "ow", "vdl"), "train/loss")) == list(range(1, 64))
+
+
+def test_download_checks_md5_and_leaves_nothing_partial(tmp_path) -> None:
+    """The download path against a real HTTP server on loopback (no internet needed)."""
+    import functools
+    import hashlib
+    import http.server
+    import threading
+
+    from paddle_lenet.data import _download
+    from paddle_lenet.errors import DataError
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=MNIST5K)
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        name = "t10k-labels-idx1-ubyte.gz"
+        url = f"http://127.0.0.1:{server.server_address[1]}/{name}"
+        md5 = hashlib.md5(open(os.path.join(MNIST5K, name), "rb").read()).hexdigest()
+        _download(url, md5, str(tmp_path / "ok" / name), "MNIST")
+        assert (tmp_path / "ok" / name).read_bytes() == open(os.path.join(MNIST5K, name), "rb").read()
+        with pytest.raises(DataError, match="corrupt"):
+            _download(url, "0" * 32, str(tmp_path / "bad" / name), "MNIST")
+        assert os.listdir(tmp_path / "bad") == []
+        with pytest.raises(DataError, match="could not download MNIST.*Data.root"):
+            _download(url + ".missing", None, str(tmp_path / "404" / name), "MNIST")
+    finally:
+        server.shutdown()
