@@ -78,7 +78,7 @@ class TorchBench:
             self.opt.zero_grad()
             loss.backward()
             self.opt.step()
-            float(loss)  # hapi also reads the loss every step
+            loss.item()  # hapi also reads the loss every step
         return steps * self.batch / (time.perf_counter() - t)
 
 

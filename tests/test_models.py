@@ -61,11 +61,13 @@ def test_lenet_nopool_has_no_relu_after_conv4() -> None:
     np.testing.assert_allclose(net(x).numpy(), ref.numpy(), rtol=0, atol=0)
 
 
-def test_fast_path_is_exact() -> None:
-    """Outputs and every gradient of the fast LeNet match the plain graph; parameters are shared."""
+@pytest.mark.parametrize("name", ["LeNet", "LeNet_nopool"])
+def test_fast_path_is_exact(name: str) -> None:
+    """Outputs and every gradient of the fast model match the plain graph; parameters are shared."""
     paddle.seed(3)
-    plain = create_model("LeNet")
-    fast = create_model("LeNet", fast=True)
+    plain = create_model(name)
+    fast = create_model(name, fast=True)
+    assert fast.fast and not plain.fast
     fast.set_state_dict(plain.state_dict())
     assert list(fast.state_dict()) == list(plain.state_dict())
     x = paddle.randn([16, 1, 28, 28])
