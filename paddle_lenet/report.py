@@ -7,6 +7,7 @@ import os
 from typing import Any
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -65,6 +66,7 @@ def study_figures(summary: dict[str, Any], folder: str) -> list[str]:
             ax.plot(e, mu, marker="o", ms=3, label=label)
             ax.fill_between(e, mu - sd, mu + sd, alpha=0.2)
     ax.set(xlabel="epoch", ylabel="test acc_top1", title=f"learning curves (mean ± std over {len(summary['seeds'])} seeds)")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     written.append(_save(fig, folder, "curves.png"))

@@ -188,16 +188,33 @@ def run_study(path: str, overrides: list[str]) -> dict[str, Any]:
             done(_result(job, skipped=True))
         else:
             todo.append(job)
-    if st["workers"] == 1:
-        for job in todo:
-            done(run_job(job, shifts))
-    else:
-        _run_parallel(todo, shifts, st["workers"], done)
+    try:
+        if st["workers"] == 1:
+            for job in todo:
+                done(run_job(job, shifts))
+        else:
+            _run_parallel(todo, shifts, st["workers"], done)
+    finally:  # a study resumed after Ctrl-C reports the wall time of all its sessions, not just the last
+        wall = _add_wall_seconds(st["root"], time.time() - t0)
     from .report import write_study_report
 
-    summary = summarize(base, results, time.time() - t0)
+    summary = summarize(base, results, wall)
     write_study_report(summary, st["root"])
     return summary
+
+
+def _add_wall_seconds(root: str, seconds: float) -> float:
+    """Accumulate the study's wall time across invocations in ``<root>/wall_seconds.json``."""
+    path = os.path.join(root, "wall_seconds.json")
+    total = seconds
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            total += float(json.load(f)["wall_seconds"])
+    os.makedirs(root, exist_ok=True)
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump({"wall_seconds": round(total, 1)}, f)
+    os.replace(path + ".tmp", path)
+    return total
 
 
 def summarize(base: dict[str, Any], results: list[dict[str, Any]], wall: float) -> dict[str, Any]:

@@ -88,9 +88,13 @@ def test_study_outputs_agree(study) -> None:
 def test_study_rerun_skips_finished_runs(study) -> None:
     root, _ = study
     out = os.path.dirname(root)
+    first = json.load(open(os.path.join(root, "summary.json")))
     p = tool("study", "-c", STUDY, "-o", f"Data.root={MNIST5K}", "-o", "Global.epochs=1", "-o", "Study.seeds=2",
              "-o", f"Global.output_dir={out}", check=True)
     assert p.stdout.count("skipped (done)") == 4
+    again = json.load(open(os.path.join(root, "summary.json")))
+    assert again["models"] == first["models"]
+    assert again["wall_seconds"] >= first["wall_seconds"]  # wall time accumulates over sessions of one study
 
 
 def test_interrupted_study_stops_workers_and_continues(tmp_path) -> None:
