@@ -136,7 +136,6 @@ class LeNet_nopool(nn.Layer):
         x = F.relu(self.linear2(x))
         return self.linear3(x)
 
-
     def _forward_fast(self, x: paddle.Tensor) -> paddle.Tensor:
         x = F.relu(add_channel_bias(F.conv2d(x, self.conv1.weight, None, stride=1, padding=2), self.conv1.bias))
         x = F.relu(add_channel_bias(F.conv2d(x, self.conv2.weight, None, stride=2), self.conv2.bias))
