@@ -122,25 +122,19 @@ class LeNet_nopool(nn.Layer):
             self.linear3 = nn.Linear(in_features=84, out_features=num_classes)
         self.fast = fast and head == "fc"
 
+    def _conv(self, conv: nn.Conv2D, x: paddle.Tensor) -> paddle.Tensor:
+        """``conv(x)``; on the fast path with the bias added through :func:`add_channel_bias`."""
+        if not self.fast:
+            return conv(x)
+        return add_channel_bias(F.conv2d(x, conv.weight, None, stride=conv._stride, padding=conv._padding), conv.bias)
+
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        if self.fast:
-            return self._forward_fast(x)
-        x = F.relu(self.conv1(x))
-        x = F.relu(self.conv2(x))
-        x = F.relu(self.conv3(x))
-        x = self.conv4(x)  # no ReLU here, as in the notebook
+        x = F.relu(self._conv(self.conv1, x))
+        x = F.relu(self._conv(self.conv2, x))
+        x = F.relu(self._conv(self.conv3, x))
+        x = self._conv(self.conv4, x)  # no ReLU here, as in the notebook
         if self.head_kind == "gap":
             return self.head(x)
-        x = paddle.flatten(x, start_axis=1, stop_axis=-1)
-        x = F.relu(self.linear1(x))
-        x = F.relu(self.linear2(x))
-        return self.linear3(x)
-
-    def _forward_fast(self, x: paddle.Tensor) -> paddle.Tensor:
-        x = F.relu(add_channel_bias(F.conv2d(x, self.conv1.weight, None, stride=1, padding=2), self.conv1.bias))
-        x = F.relu(add_channel_bias(F.conv2d(x, self.conv2.weight, None, stride=2), self.conv2.bias))
-        x = F.relu(add_channel_bias(F.conv2d(x, self.conv3.weight, None, stride=1, padding=1), self.conv3.bias))
-        x = add_channel_bias(F.conv2d(x, self.conv4.weight, None, stride=2), self.conv4.bias)
         x = paddle.flatten(x, start_axis=1, stop_axis=-1)
         x = F.relu(self.linear1(x))
         x = F.relu(self.linear2(x))
