@@ -46,7 +46,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "threads": _k(1, int, help="CPU math threads; pinned because the thread count changes the last bits"),
         "print_every": _k(100, int, help="print a progress line every N training steps (0: once per epoch)"),
         "fast": _k(True, bool,
-                   help="exact fast path (conv biases via expand, after max-pool in LeNet; mask pooling; multi-tensor Adam)"),
+                   help="exact fast path: the package's CPU conv/pool kernels (paddle_lenet/ops.py), multi-tensor Adam"),
+        "kernel_threads": _k(0, int, help="threads of the fast path's CPU kernels (0: all cores); results do not depend on it"),
         "eval_every": _k(1, int, help="evaluate on the test set every N epochs (the last epoch always)"),
         "vdl": _k(True, bool, help="write VisualDL logs to <run>/vdl"),
     },
@@ -147,7 +148,8 @@ def validate(cfg: dict[str, Any]) -> dict[str, Any]:
     g, d = out["Global"], out["Data"]
     for where, v, lo in (("Global.epochs", g["epochs"], 1), ("Data.batch_size", d["batch_size"], 1),
                          ("Global.threads", g["threads"], 1), ("Data.num_workers", d["num_workers"], 0),
-                         ("Global.eval_every", g["eval_every"], 1), ("Global.print_every", g["print_every"], 0)):
+                         ("Global.eval_every", g["eval_every"], 1), ("Global.print_every", g["print_every"], 0),
+                         ("Global.kernel_threads", g["kernel_threads"], 0)):
         if v < lo:
             raise ConfigError(f"{where} must be >= {lo}, got {v}")
     topk = out["Metric"]["topk"]

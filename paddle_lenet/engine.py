@@ -23,6 +23,7 @@ import numpy as np
 import paddle
 
 from . import checkpoint as ckpt
+from . import ops
 from .config import SCHEMA, dump, run_dir
 from .data import DATASETS, ArrayData, ArrayLoader, EpochBatchSampler, load_split
 from .errors import ConfigError, RunFolderError, TrainingStopped
@@ -104,6 +105,8 @@ class Experiment:
         pin_threads(g["threads"])
         env = paddle.distributed.ParallelEnv()
         self.rank, self.world_size = env.rank, env.world_size
+        # data-parallel ranks on one CPU share its cores
+        ops.configure(enabled=g["fast"], threads=g["kernel_threads"] or ops.cpu_cores() // self.world_size)
         seed_everything(g["seed"])
         self.net = self.build_net()
         # data: validated before anything is written

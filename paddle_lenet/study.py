@@ -69,6 +69,7 @@ def load_study(path: str, overrides: list[str]) -> tuple[dict[str, Any], list[di
             section, k = key.split(".")
             model_raw.setdefault(section, {})[k] = value
         from .models import get_entry
+        from .ops import cpu_cores
 
         get_entry(validate(model_raw)["Arch"]["name"])  # an unknown model fails before any run starts
         for seed in seeds:
@@ -76,6 +77,8 @@ def load_study(path: str, overrides: list[str]) -> tuple[dict[str, Any], list[di
             cfg["Study"] = defaults()["Study"]
             cfg["Global"].update(seed=seed, output_dir=os.path.join(root, "runs", label), name=f"seed_{seed}",
                                  print_every=0, overwrite=False, resume=False)
+            if not cfg["Global"]["kernel_threads"]:  # share the cores between the workers, never oversubscribe
+                cfg["Global"]["kernel_threads"] = max(1, cpu_cores() // st["workers"])
             jobs.append({"label": label, "seed": seed, "cfg": cfg})
     pairs = st["compare"] or [list(p) for p in combinations(labels, 2)]
     for p in pairs:

@@ -1,0 +1,391 @@
+// CPU kernels for the fast path of the LeNet models (float32, NCHW): conv2d + bias, and 2x2 max pooling.
+//
+// Why: Paddle's CPU conv2d runs image by image through generic im2col/GEMM code that reaches only
+// ~3 GFLOP/s on LeNet-sized layers (1-16 channels), and its pooling kernels are general-purpose.
+// Here every GEMM is blocked so that an 8x16 tile of the result stays in vector registers, and the
+// batch is split into a fixed number of chunks run on OpenMP threads. Chunks (not threads) own the
+// partial weight gradients, which are summed in chunk order: the results are bit-identical for any
+// thread count. The math is exactly conv2d(x, w) + b; only the summation order of the gradients
+// differs from Paddle's kernels (they agree to float rounding).
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "paddle/extension.h"
+
+namespace {
+
+constexpr int64_t L = 16;       // columns per register tile (one AVX-512 vector of floats)
+constexpr int64_t RB = 8;       // rows per register tile
+constexpr int64_t CHUNKS = 8;   // batch chunks: the unit of parallel work and of gradient reduction
+
+int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+
+struct Geom {
+  int64_t n, c, h, w, o, k, s, p, ho, wo;
+  int64_t K() const { return c * k * k; }  // GEMM depth: one im2col row per (c, kh, kw)
+  int64_t P() const { return ho * wo; }    // output pixels per image
+  int64_t Pp() const { return round_up(P(), L); }
+  int64_t in_size() const { return c * h * w; }
+};
+
+Geom geom(const std::vector<int64_t>& xs, const std::vector<int64_t>& ws, int stride, int padding) {
+  Geom g{xs[0], xs[1], xs[2], xs[3], ws[0], ws[2], stride, padding, 0, 0};
+  g.ho = (g.h + 2 * g.p - g.k) / g.s + 1;
+  g.wo = (g.w + 2 * g.p - g.k) / g.s + 1;
+  return g;
+}
+
+// Output columns [lo, hi) whose input column ow*s - p + kw lies inside the image.
+void valid_cols(const Geom& g, int64_t kw, int64_t* lo, int64_t* hi) {
+  *lo = std::min(g.wo, std::max<int64_t>(0, (g.p - kw + g.s - 1) / g.s));
+  *hi = std::max(*lo, std::min(g.wo, (g.w + g.p - kw + g.s - 1) / g.s));
+}
+
+// col[(c*k+kh)*k+kw][oh*wo+ow] = x[c][oh*s-p+kh][ow*s-p+kw], zero outside the image. Rows have
+// stride Pp with zero tails, so the GEMMs never need a remainder loop.
+void im2col(const Geom& g, const float* x, float* col) {
+  const int64_t Pp = g.Pp();
+  for (int64_t c = 0; c < g.c; ++c)
+    for (int64_t kh = 0; kh < g.k; ++kh)
+      for (int64_t kw = 0; kw < g.k; ++kw) {
+        float* row = col + ((c * g.k + kh) * g.k + kw) * Pp;
+        int64_t lo, hi;
+        valid_cols(g, kw, &lo, &hi);
+        for (int64_t oh = 0; oh < g.ho; ++oh) {
+          const int64_t ih = oh * g.s - g.p + kh;
+          float* dst = row + oh * g.wo;
+          if (ih < 0 || ih >= g.h) {
+            for (int64_t ow = 0; ow < g.wo; ++ow) dst[ow] = 0.f;
+            continue;
+          }
+          const float* src = x + (c * g.h + ih) * g.w - g.p + kw;
+          for (int64_t ow = 0; ow < lo; ++ow) dst[ow] = 0.f;
+          if (g.s == 1) {
+            for (int64_t ow = lo; ow < hi; ++ow) dst[ow] = src[ow];
+          } else {
+            for (int64_t ow = lo; ow < hi; ++ow) dst[ow] = src[ow * g.s];
+          }
+          for (int64_t ow = hi; ow < g.wo; ++ow) dst[ow] = 0.f;
+        }
+        for (int64_t q = g.P(); q < Pp; ++q) row[q] = 0.f;
+      }
+}
+
+// x[c][ih][iw] = sum of the col entries im2col copied from there (im2col's adjoint).
+void col2im(const Geom& g, const float* col, float* x) {
+  const int64_t Pp = g.Pp();
+  std::fill(x, x + g.in_size(), 0.f);
+  for (int64_t c = 0; c < g.c; ++c)
+    for (int64_t kh = 0; kh < g.k; ++kh)
+      for (int64_t kw = 0; kw < g.k; ++kw) {
+        const float* row = col + ((c * g.k + kh) * g.k + kw) * Pp;
+        int64_t lo, hi;
+        valid_cols(g, kw, &lo, &hi);
+        for (int64_t oh = 0; oh < g.ho; ++oh) {
+          const int64_t ih = oh * g.s - g.p + kh;
+          if (ih < 0 || ih >= g.h) continue;
+          const float* src = row + oh * g.wo;
+          float* dst = x + (c * g.h + ih) * g.w - g.p + kw;
+          if (g.s == 1) {
+            for (int64_t ow = lo; ow < hi; ++ow) dst[ow] += src[ow];
+          } else {
+            for (int64_t ow = lo; ow < hi; ++ow) dst[ow * g.s] += src[ow];
+          }
+        }
+      }
+}
+
+// c[M][N] = (ACC ? c : 0) + A @ B with A[i][d] = a[arow[i] + d] and B[d][j] = b[brow[d] + j]. Row
+// offsets (not a leading dimension) let A or B be shifted views of one padded image: the implicit
+// im2col of stride-1 convolutions. M is a multiple of RB, N of L, so each RB x L tile of c stays in
+// registers over the whole D loop.
+template <bool ACC>
+void gemm(int64_t M, int64_t N, int64_t D, const float* a, const int64_t* arow, const float* b,
+          const int64_t* brow, float* c, int64_t ldc) {
+  for (int64_t i0 = 0; i0 < M; i0 += RB)
+    for (int64_t j0 = 0; j0 < N; j0 += L) {
+      float acc[RB][L];
+      for (int64_t i = 0; i < RB; ++i)
+        for (int64_t j = 0; j < L; ++j) acc[i][j] = ACC ? c[(i0 + i) * ldc + j0 + j] : 0.f;
+      const float* ai[RB];
+      for (int64_t i = 0; i < RB; ++i) ai[i] = a + arow[i0 + i];
+      for (int64_t d = 0; d < D; ++d) {
+        const float* bd = b + brow[d] + j0;
+        for (int64_t i = 0; i < RB; ++i) {
+          const float av = ai[i][d];
+#pragma omp simd
+          for (int64_t j = 0; j < L; ++j) acc[i][j] += av * bd[j];
+        }
+      }
+      for (int64_t i = 0; i < RB; ++i)
+        for (int64_t j = 0; j < L; ++j) c[(i0 + i) * ldc + j0 + j] = acc[i][j];
+    }
+}
+
+std::vector<int64_t> strided(int64_t n, int64_t ld) {
+  std::vector<int64_t> r(n);
+  for (int64_t i = 0; i < n; ++i) r[i] = i * ld;
+  return r;
+}
+
+int num_threads(int requested) { return requested > 0 ? requested : omp_get_max_threads(); }
+
+int64_t chunk_begin(int64_t chunk, int64_t n) { return chunk * n / CHUNKS; }
+
+// Stride-1 convolutions skip im2col: with the input zero-padded to [C][Hp][Wp] and the output
+// computed on a "wide" grid of Ho x Wp (the last Wp - Wo columns are discarded), the im2col row of
+// (c, kh, kw) is the padded image itself, shifted by c*Hp*Wp + kh*Wp + kw.
+struct Wide {
+  int64_t hp, wp, q, qp, size;
+  std::vector<int64_t> shift;  // per GEMM depth row (c, kh, kw), padded with a pointer to zeros
+  Wide(int64_t c, int64_t h, int64_t w, int64_t k, int64_t p, int64_t ho, int64_t rows) {
+    hp = h + 2 * p;
+    wp = w + 2 * p;
+    q = ho * wp;
+    qp = round_up(q, L);
+    const int64_t zeros = c * hp * wp + k * wp + qp;  // past every shifted row's last read
+    size = zeros + qp;
+    shift.assign(rows, zeros);
+    for (int64_t ci = 0; ci < c; ++ci)
+      for (int64_t kh = 0; kh < k; ++kh)
+        for (int64_t kw = 0; kw < k; ++kw) shift[(ci * k + kh) * k + kw] = ci * hp * wp + kh * wp + kw;
+  }
+  // buf[ci][i + p][j + p] = x[ci][i][j]; the border and the tail stay zero from allocation
+  void pad(const float* x, int64_t c, int64_t h, int64_t w, int64_t p, float* buf) const {
+    for (int64_t ci = 0; ci < c; ++ci)
+      for (int64_t i = 0; i < h; ++i) std::memcpy(buf + (ci * hp + i + p) * wp + p, x + (ci * h + i) * w, sizeof(float) * w);
+  }
+};
+
+}  // namespace
+
+std::vector<paddle::Tensor> Conv2dForward(const paddle::Tensor& x, const paddle::Tensor& w,
+                                          const paddle::Tensor& b, int stride, int padding, bool need_dx,
+                                          int threads) {
+  const Geom g = geom(x.shape(), w.shape(), stride, padding);
+  const int64_t K = g.K(), P = g.P(), Pp = g.Pp(), Op = round_up(g.o, RB);
+  auto out = paddle::empty({g.n, g.o, g.ho, g.wo}, paddle::DataType::FLOAT32, x.place());
+  const float* xp = x.data<float>();
+  const float* bp = b.data<float>();
+  float* op = out.data<float>();
+  std::vector<float> wpad(Op * K, 0.f);  // weights as [Op][K], zero rows past O
+  std::copy(w.data<float>(), w.data<float>() + g.o * K, wpad.begin());
+  const auto wrow = strided(Op, K);
+  const bool implicit = g.s == 1;
+  const Wide wide(g.c, g.h, g.w, g.k, g.p, g.ho, K);
+  const auto crow = strided(K, Pp);
+  const int64_t N = implicit ? wide.qp : Pp, ld = implicit ? wide.wp : g.wo;
+#pragma omp parallel num_threads(num_threads(threads))
+  {
+    std::vector<float> buf(implicit ? wide.size : K * Pp, 0.f), res(Op * N);
+#pragma omp for schedule(static)
+    for (int64_t n = 0; n < g.n; ++n) {
+      if (implicit) {
+        wide.pad(xp + n * g.in_size(), g.c, g.h, g.w, g.p, buf.data());
+        gemm<false>(Op, N, K, wpad.data(), wrow.data(), buf.data(), wide.shift.data(), res.data(), N);
+      } else {
+        im2col(g, xp + n * g.in_size(), buf.data());
+        gemm<false>(Op, N, K, wpad.data(), wrow.data(), buf.data(), crow.data(), res.data(), N);
+      }
+      float* dst = op + n * g.o * P;
+      for (int64_t o = 0; o < g.o; ++o)
+        for (int64_t i = 0; i < g.ho; ++i)
+          for (int64_t j = 0; j < g.wo; ++j) dst[(o * g.ho + i) * g.wo + j] = res[o * N + i * ld + j] + bp[o];
+    }
+  }
+  return {out};
+}
+
+std::vector<paddle::Tensor> Conv2dBackward(const paddle::Tensor& x, const paddle::Tensor& w,
+                                           const paddle::Tensor& dout, int stride, int padding, bool need_dx,
+                                           int threads) {
+  const Geom g = geom(x.shape(), w.shape(), stride, padding);
+  const int64_t K = g.K(), P = g.P(), Pp = g.Pp(), Kp = round_up(K, RB), Ol = round_up(g.o, L);
+  auto dx = paddle::empty({need_dx ? g.n : 0, g.c, g.h, g.w}, paddle::DataType::FLOAT32, x.place());
+  auto dw = paddle::empty({g.o, g.c, g.k, g.k}, paddle::DataType::FLOAT32, x.place());
+  auto db = paddle::empty({g.o}, paddle::DataType::FLOAT32, x.place());
+  const float* xp = x.data<float>();
+  const float* wp = w.data<float>();
+  const float* gp = dout.data<float>();
+  float* dxp = need_dx ? dx.data<float>() : nullptr;
+  const bool implicit = g.s == 1;
+  // dW^T = im2col(x) @ dout^T, over the wide grid when implicit (dout is zero on the extra columns)
+  const Wide wide(g.c, g.h, g.w, g.k, g.p, g.ho, Kp);
+  std::vector<int64_t> crow = strided(Kp, Pp);
+  const int64_t Q = implicit ? wide.qp : Pp, ld = implicit ? wide.wp : g.wo;
+  const auto gtrow = strided(Q, Ol);
+  std::vector<float> wt(Kp * g.o, 0.f);  // weights transposed, [Kp][O], for the strided case
+  for (int64_t o = 0; o < g.o; ++o)
+    for (int64_t k = 0; k < K; ++k) wt[k * g.o + o] = wp[o * K + k];
+  const auto wtrow = strided(Kp, g.o), grow = strided(g.o, Q);
+  // per chunk: dW^T [Kp][Ol] and db [O]
+  std::vector<float> dwt(CHUNKS * Kp * Ol, 0.f), dbc(CHUNKS * g.o, 0.f);
+#pragma omp parallel num_threads(num_threads(threads))
+  {
+    std::vector<float> buf(implicit ? wide.size : Kp * Pp, 0.f), gt(Q * Ol, 0.f);
+    std::vector<float> gbuf(need_dx ? g.o * Q : 0, 0.f), dcol(need_dx ? Kp * Q : 0);
+    std::vector<float> dpad(need_dx && implicit ? wide.size : 0);
+#pragma omp for schedule(static)
+    for (int64_t chunk = 0; chunk < CHUNKS; ++chunk) {
+      float* my_dwt = dwt.data() + chunk * Kp * Ol;
+      float* my_db = dbc.data() + chunk * g.o;
+      for (int64_t n = chunk_begin(chunk, g.n); n < chunk_begin(chunk + 1, g.n); ++n) {
+        const float* go = gp + n * g.o * P;
+        for (int64_t o = 0; o < g.o; ++o) {
+          float s = 0.f;
+          for (int64_t q = 0; q < P; ++q) s += go[o * P + q];
+          my_db[o] += s;
+        }
+        for (int64_t i = 0; i < g.ho; ++i)  // dout^T on the (wide) grid
+          for (int64_t j = 0; j < g.wo; ++j)
+            for (int64_t o = 0; o < g.o; ++o) gt[(i * ld + j) * Ol + o] = go[(o * g.ho + i) * g.wo + j];
+        if (implicit) {
+          wide.pad(xp + n * g.in_size(), g.c, g.h, g.w, g.p, buf.data());
+          gemm<true>(Kp, Ol, Q, buf.data(), wide.shift.data(), gt.data(), gtrow.data(), my_dwt, Ol);
+        } else {
+          im2col(g, xp + n * g.in_size(), buf.data());
+          gemm<true>(Kp, Ol, Q, buf.data(), crow.data(), gt.data(), gtrow.data(), my_dwt, Ol);
+        }
+        if (!need_dx) continue;
+        // dx: dcol = W^T @ dout, then im2col's adjoint. On the wide grid (stride 1) every dcol row
+        // is added, shifted, into the padded image: dout is zero on the extra columns.
+        for (int64_t o = 0; o < g.o; ++o)
+          for (int64_t i = 0; i < g.ho; ++i)
+            std::memcpy(gbuf.data() + o * Q + i * ld, go + (o * g.ho + i) * g.wo, sizeof(float) * g.wo);
+        gemm<false>(Kp, Q, g.o, wt.data(), wtrow.data(), gbuf.data(), grow.data(), dcol.data(), Q);
+        float* dxn = dxp + n * g.in_size();
+        if (implicit) {
+          std::fill(dpad.begin(), dpad.end(), 0.f);
+          for (int64_t k = 0; k < K; ++k) {
+            float* dst = dpad.data() + wide.shift[k];
+            const float* src = dcol.data() + k * Q;
+#pragma omp simd
+            for (int64_t q = 0; q < wide.q; ++q) dst[q] += src[q];
+          }
+          for (int64_t c = 0; c < g.c; ++c)
+            for (int64_t i = 0; i < g.h; ++i)
+              std::memcpy(dxn + (c * g.h + i) * g.w, dpad.data() + (c * wide.hp + i + g.p) * wide.wp + g.p,
+                          sizeof(float) * g.w);
+        } else {
+          col2im(g, dcol.data(), dxn);
+        }
+      }
+    }
+  }
+  float* dwp = dw.data<float>();
+  float* dbp = db.data<float>();
+  for (int64_t o = 0; o < g.o; ++o) {
+    for (int64_t k = 0; k < K; ++k) {
+      float s = 0.f;
+      for (int64_t chunk = 0; chunk < CHUNKS; ++chunk) s += dwt[(chunk * Kp + k) * Ol + o];
+      dwp[o * K + k] = s;
+    }
+    float s = 0.f;
+    for (int64_t chunk = 0; chunk < CHUNKS; ++chunk) s += dbc[chunk * g.o + o];
+    dbp[o] = s;
+  }
+  return {dx, dw, db};
+}
+
+std::vector<std::vector<int64_t>> Conv2dInferShape(const std::vector<int64_t>& x, const std::vector<int64_t>& w,
+                                                   const std::vector<int64_t>& b, int stride, int padding,
+                                                   bool need_dx, int threads) {
+  const Geom g = geom(x, w, stride, padding);
+  return {{g.n, g.o, g.ho, g.wo}};
+}
+
+std::vector<paddle::DataType> Conv2dInferDtype(const paddle::DataType& x, const paddle::DataType& w,
+                                               const paddle::DataType& b) {
+  return {x};
+}
+
+PD_BUILD_OP(lenet_conv2d)
+    .Inputs({"X", "W", "B"})
+    .Outputs({"Out"})
+    .Attrs({"stride: int", "padding: int", "need_dx: bool", "threads: int"})
+    .SetKernelFn(PD_KERNEL(Conv2dForward))
+    .SetInferShapeFn(PD_INFER_SHAPE(Conv2dInferShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(Conv2dInferDtype));
+
+PD_BUILD_GRAD_OP(lenet_conv2d)
+    .Inputs({"X", "W", paddle::Grad("Out")})
+    .Outputs({paddle::Grad("X"), paddle::Grad("W"), paddle::Grad("B")})
+    .Attrs({"stride: int", "padding: int", "need_dx: bool", "threads: int"})
+    .SetKernelFn(PD_KERNEL(Conv2dBackward));
+
+// 2x2 max pooling, stride 2 (even H and W). Ties go to the first element in row-major order, as
+// in Paddle's kernels, so the gradient is routed to the same input.
+std::vector<paddle::Tensor> MaxPoolForward(const paddle::Tensor& x, int threads) {
+  auto s = x.shape();
+  const int64_t planes = s[0] * s[1], h = s[2], w = s[3], ho = h / 2, wo = w / 2;
+  auto out = paddle::empty({s[0], s[1], ho, wo}, paddle::DataType::FLOAT32, x.place());
+  auto arg = paddle::empty({s[0], s[1], ho, wo}, paddle::DataType::UINT8, x.place());
+  const float* xp = x.data<float>();
+  float* op = out.data<float>();
+  uint8_t* ap = arg.data<uint8_t>();
+#pragma omp parallel for num_threads(num_threads(threads)) schedule(static)
+  for (int64_t pl = 0; pl < planes; ++pl)
+    for (int64_t i = 0; i < ho; ++i) {
+      const float* r0 = xp + (pl * h + 2 * i) * w;
+      const float* r1 = r0 + w;
+      float* dst = op + (pl * ho + i) * wo;
+      uint8_t* a = ap + (pl * ho + i) * wo;
+      for (int64_t j = 0; j < wo; ++j) {
+        float m = r0[2 * j];
+        uint8_t k = 0;
+        if (r0[2 * j + 1] > m) m = r0[2 * j + 1], k = 1;
+        if (r1[2 * j] > m) m = r1[2 * j], k = 2;
+        if (r1[2 * j + 1] > m) m = r1[2 * j + 1], k = 3;
+        dst[j] = m;
+        a[j] = k;
+      }
+    }
+  return {out, arg};
+}
+
+std::vector<paddle::Tensor> MaxPoolBackward(const paddle::Tensor& x, const paddle::Tensor& arg,
+                                            const paddle::Tensor& dout, int threads) {
+  auto s = x.shape();
+  const int64_t planes = s[0] * s[1], h = s[2], w = s[3], ho = h / 2, wo = w / 2;
+  auto dx = paddle::empty(s, paddle::DataType::FLOAT32, x.place());
+  const uint8_t* ap = arg.data<uint8_t>();
+  const float* gp = dout.data<float>();
+  float* dp = dx.data<float>();
+#pragma omp parallel for num_threads(num_threads(threads)) schedule(static)
+  for (int64_t pl = 0; pl < planes; ++pl)
+    for (int64_t i = 0; i < ho; ++i) {
+      float* r[2] = {dp + (pl * h + 2 * i) * w, dp + (pl * h + 2 * i + 1) * w};
+      const float* g = gp + (pl * ho + i) * wo;
+      const uint8_t* a = ap + (pl * ho + i) * wo;
+      for (int64_t j = 0; j < wo; ++j) {
+        r[0][2 * j] = r[0][2 * j + 1] = r[1][2 * j] = r[1][2 * j + 1] = 0.f;
+        r[a[j] >> 1][2 * j + (a[j] & 1)] = g[j];
+      }
+      for (int64_t j = 2 * wo; j < w; ++j) r[0][j] = r[1][j] = 0.f;
+    }
+  return {dx};
+}
+
+std::vector<std::vector<int64_t>> MaxPoolInferShape(const std::vector<int64_t>& x, int threads) {
+  return {{x[0], x[1], x[2] / 2, x[3] / 2}, {x[0], x[1], x[2] / 2, x[3] / 2}};
+}
+
+std::vector<paddle::DataType> MaxPoolInferDtype(const paddle::DataType& x) { return {x, paddle::DataType::UINT8}; }
+
+PD_BUILD_OP(lenet_max_pool2x2)
+    .Inputs({"X"})
+    .Outputs({"Out", "Arg"})
+    .Attrs({"threads: int"})
+    .SetKernelFn(PD_KERNEL(MaxPoolForward))
+    .SetInferShapeFn(PD_INFER_SHAPE(MaxPoolInferShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(MaxPoolInferDtype));
+
+PD_BUILD_GRAD_OP(lenet_max_pool2x2)
+    .Inputs({"X", "Arg", paddle::Grad("Out")})
+    .Outputs({paddle::Grad("X")})
+    .Attrs({"threads: int"})
+    .SetKernelFn(PD_KERNEL(MaxPoolBackward));

@@ -1,0 +1,92 @@
+"""The package's CPU kernels (paddle_lenet/ops.py): built here, equal to Paddle's ops, thread-count invariant."""
+
+from __future__ import annotations
+
+import numpy as np
+import paddle
+import paddle.nn as nn
+import paddle.nn.functional as F
+import pytest
+
+from paddle_lenet import ops
+
+
+@pytest.fixture(autouse=True)
+def _restore() -> None:
+    yield
+    ops.configure(enabled=True, threads=0)
+
+
+def test_kernels_are_built() -> None:
+    """CI has a C++ compiler, so the fast path must really run the kernels, not the fallback."""
+    assert ops.kernels() is not None
+
+
+def _grads(conv: nn.Conv2D, x: paddle.Tensor, fn, seed: int = 1) -> list[np.ndarray]:
+    for p in conv.parameters():
+        p.clear_gradient()
+    x = x.detach()
+    x.stop_gradient = False
+    out = fn(x)
+    w = paddle.to_tensor(np.random.default_rng(seed).standard_normal(out.shape).astype("float32"))
+    (out * w).sum().backward()
+    return [out.numpy(), conv.weight.grad.numpy(), conv.bias.grad.numpy(), x.grad.numpy()]
+
+
+# (batch, in channels, size, out channels, kernel, stride, padding): every conv of LeNet and
+# LeNet_nopool, batches smaller than and not divisible by the 8 reduction chunks, wide outputs
+@pytest.mark.parametrize("n,c,h,o,k,s,p", [(64, 1, 28, 6, 5, 1, 2), (64, 6, 14, 16, 5, 1, 0), (5, 6, 28, 16, 5, 2, 0),
+                                           (13, 16, 12, 16, 3, 1, 1), (3, 16, 12, 16, 3, 2, 0),
+                                           (2, 3, 32, 20, 3, 1, 1), (9, 2, 9, 7, 3, 2, 1)])
+def test_conv2d_matches_paddle(n: int, c: int, h: int, o: int, k: int, s: int, p: int) -> None:
+    paddle.seed(n + c + h)
+    conv = nn.Conv2D(c, o, k, stride=s, padding=p)
+    x = paddle.randn([n, c, h, h])
+    ours = _grads(conv, x, lambda t: ops.conv2d(t, conv))
+    ref = _grads(conv, x, conv)
+    for name, a, b in zip(("out", "dW", "db", "dx"), ours, ref, strict=True):
+        assert a.shape == b.shape, name
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * float(np.abs(b).max()), err_msg=name)
+
+
+def test_input_gradient_skipped_for_data() -> None:
+    """The first layer's input is data: its gradient is not computed, the others are."""
+    conv = nn.Conv2D(1, 6, 5, padding=2)
+    x = paddle.randn([4, 1, 28, 28])
+    ops.conv2d(x, conv).sum().backward()
+    assert x.grad is None and conv.weight.grad is not None
+
+
+def test_results_do_not_depend_on_thread_count() -> None:
+    paddle.seed(0)
+    conv = nn.Conv2D(6, 16, 5)
+    x = paddle.randn([64, 6, 14, 14])
+    runs = []
+    for threads in (1, 2, 3):
+        ops.configure(threads=threads)
+        runs.append(_grads(conv, x, lambda t: ops.conv2d(t, conv)))
+    for other in runs[1:]:
+        for a, b in zip(runs[0], other, strict=True):
+            assert np.array_equal(a, b)
+
+
+def test_max_pool_matches_paddle_with_ties() -> None:
+    """Values and gradient routing equal Paddle's, also where the window holds equal maxima."""
+    rng = np.random.default_rng(0)
+    x_np = rng.integers(0, 3, size=(8, 6, 28, 28)).astype("float32")  # many ties
+    g = paddle.to_tensor(rng.standard_normal((8, 6, 14, 14)).astype("float32"))
+    outs = []
+    for fn in (ops.max_pool2x2, lambda t: F.max_pool2d(t, 2, 2)):
+        x = paddle.to_tensor(x_np, stop_gradient=False)
+        y = fn(x)
+        (y * g).sum().backward()
+        outs.append((y.numpy(), x.grad.numpy()))
+    assert outs[0][0].shape == (8, 6, 14, 14)
+    assert np.array_equal(outs[0][0], outs[1][0]) and np.array_equal(outs[0][1], outs[1][1])
+
+
+def test_disabled_falls_back_to_paddle() -> None:
+    ops.configure(enabled=False)
+    conv = nn.Conv2D(1, 6, 5, padding=2)
+    x = paddle.randn([2, 1, 28, 28])
+    np.testing.assert_allclose(ops.conv2d(x, conv).numpy(), conv(x).numpy(), rtol=1e-6, atol=1e-6)
