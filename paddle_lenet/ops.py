@@ -68,7 +68,7 @@ def _load() -> Any:
 
             fcntl.flock(lock, fcntl.LOCK_EX)
         quiet = io.StringIO()
-        logger = logging.getLogger()
+        logger = logging.getLogger("utils.cpp_extension")  # paddle's loader logs every load at INFO
         level = logger.level
         logger.setLevel(logging.WARNING)
         try:
