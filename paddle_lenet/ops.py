@@ -112,7 +112,7 @@ def configure(enabled: bool = True, threads: int = 0) -> None:
 
 
 def _applies(x: paddle.Tensor) -> Any:
-    if x.dtype != paddle.float32 or not x.place.is_cpu_place() or paddle.in_dynamic_mode() is False:
+    if x.dtype != paddle.float32 or not x.place.is_cpu_place() or not paddle.in_dynamic_mode():
         return None
     return kernels()
 

@@ -48,7 +48,9 @@ def load_study(path: str, overrides: list[str]) -> tuple[dict[str, Any], list[di
     root = os.path.join(base["Global"]["output_dir"], st["name"])
     if st["workers"] < 0:
         raise ConfigError(f"Study.workers must be >= 0 (0: one per CPU core), got {st['workers']}")
-    st["workers"] = min(st["workers"] or os.cpu_count() or 1, len(seeds) * len(st["models"]))
+    from .ops import cpu_cores
+
+    st["workers"] = min(st["workers"] or cpu_cores(), len(seeds) * len(st["models"]))
     for i, m in enumerate(st["models"]):
         if not isinstance(m, dict) or not isinstance(m.get("label", ""), str) or set(m) - {"label", "overrides"}:
             raise ConfigError(f"Study.models[{i}] must be a mapping with 'label' and 'overrides', got {m!r}")
@@ -69,7 +71,6 @@ def load_study(path: str, overrides: list[str]) -> tuple[dict[str, Any], list[di
             section, k = key.split(".")
             model_raw.setdefault(section, {})[k] = value
         from .models import get_entry
-        from .ops import cpu_cores
 
         get_entry(validate(model_raw)["Arch"]["name"])  # an unknown model fails before any run starts
         for seed in seeds:

@@ -218,7 +218,7 @@ std::vector<paddle::Tensor> Conv2dBackward(const paddle::Tensor& x, const paddle
   std::vector<int64_t> crow = strided(Kp, Pp);
   const int64_t Q = implicit ? wide.qp : Pp, ld = implicit ? wide.wp : g.wo;
   const auto gtrow = strided(Q, Ol);
-  std::vector<float> wt(Kp * g.o, 0.f);  // weights transposed, [Kp][O], for the strided case
+  std::vector<float> wt(Kp * g.o, 0.f);  // weights transposed, [Kp][O], for dcol = W^T @ dout
   for (int64_t o = 0; o < g.o; ++o)
     for (int64_t k = 0; k < K; ++k) wt[k * g.o + o] = wp[o * K + k];
   const auto wtrow = strided(Kp, g.o), grow = strided(g.o, Q);
