@@ -18,6 +18,26 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+class _StepCounter:
+    """Counts the steps and images ``fit`` really trained on."""
+
+    def __new__(cls) -> Any:
+        import paddle
+
+        class Counter(paddle.callbacks.Callback):
+            def __init__(self) -> None:
+                super().__init__()
+                self.steps = self.images = 0
+
+            def on_train_batch_begin(self, step: int, logs: dict | None = None) -> None:
+                self.steps += 1
+
+            def on_train_batch_end(self, step: int, logs: dict | None = None) -> None:
+                self.images += int(logs.get("batch_size", 0)) if logs else 0
+
+        return Counter()
+
+
 class PaddleBench:
     """Times ``fit`` over ``steps`` batches of the real training loader, exactly as train.py runs it."""
 
@@ -26,13 +46,41 @@ class PaddleBench:
         self.batch = cfg["Data"]["batch_size"]
         self.epoch = 0
 
+    def batches(self, steps: int) -> Any:
+        """Exactly ``steps`` batches of the real loader, running on into the next epochs as needed.
+
+        ``fit`` stops at the end of its loader: with more steps than one epoch has, timing ``steps`` while
+        only one epoch ran would overstate the rate (N steps divided by the time of fewer).
+        """
+        bench = self
+
+        class Cycle:
+            def __len__(self) -> int:
+                return steps
+
+            def __iter__(self) -> Any:
+                n = 0
+                while True:
+                    bench.exp.sampler.set_epoch(bench.epoch)
+                    bench.epoch += 1
+                    for x, y in bench.exp.train_loader():
+                        if n == steps:
+                            return
+                        n += 1
+                        yield x, y
+
+        return Cycle()
+
     def train(self, steps: int) -> float:
-        """Images per second over ``steps`` optimizer steps."""
-        self.exp.sampler.set_epoch(self.epoch)
-        self.epoch += 1
+        """Images per second over exactly ``steps`` optimizer steps (counted, not assumed)."""
+        counter = _StepCounter()
+        loader = self.batches(steps)
         t = time.perf_counter()
-        self.exp.model.fit(self.exp.train_loader(), epochs=1, verbose=0, num_iters=steps)
-        return steps * self.batch / (time.perf_counter() - t)
+        self.exp.model.fit(loader, epochs=1, verbose=0, callbacks=[counter])
+        elapsed = time.perf_counter() - t
+        if counter.steps != steps:
+            raise RuntimeError(f"benchmark ran {counter.steps} steps, not {steps}")
+        return counter.images / elapsed
 
     def evaluate(self) -> float:
         t = time.perf_counter()
@@ -70,10 +118,13 @@ class TorchBench:
         self.rng = np.random.default_rng(0)
 
     def train(self, steps: int) -> float:
-        perm = self.torch.from_numpy(self.rng.permutation(len(self.y)))
+        n = len(self.y)
+        per_epoch = -(-n // self.batch)
+        perm = self.torch.from_numpy(np.concatenate([self.rng.permutation(n) for _ in range(-(-steps // per_epoch))]))
         t = time.perf_counter()
         for i in range(steps):
-            idx = perm[i * self.batch : (i + 1) * self.batch]
+            e, b = divmod(i, per_epoch)
+            idx = perm[e * n + b * self.batch : e * n + min((b + 1) * self.batch, n)]
             loss = self.tf.cross_entropy(self.net(self.x[idx]), self.y[idx])
             self.opt.zero_grad()
             loss.backward()
@@ -85,14 +136,16 @@ class TorchBench:
 def benchmark(cfg: dict[str, Any], steps: int, warmup: int, pairs: int, reference: str | None,
               torch_threads: int | None) -> dict[str, Any]:
     ours = PaddleBench(cfg)
-    ours.train(warmup)
+    if warmup:
+        ours.train(warmup)
     result: dict[str, Any] = {"model": cfg["Arch"]["name"], "dataset": cfg["Data"]["name"],
                               "batch_size": cfg["Data"]["batch_size"], "steps": steps, "pairs": pairs,
                               "fast": cfg["Global"]["fast"], "threads": cfg["Global"]["threads"], "device": ours.exp.device}
     ref = None
     if reference == "torch":
         ref = TorchBench(cfg, ours.exp.train_data, torch_threads)
-        ref.train(warmup)
+        if warmup:
+            ref.train(warmup)
         result["torch_threads"] = ref.torch.get_num_threads()
         result["torch"] = ref.torch.__version__
     ours_ips, ref_ips, ratios = [], [], []

@@ -22,6 +22,7 @@ from typing import Any
 from collections.abc import Iterator
 
 import numpy as np
+from . import _paddle  # noqa: F401  (paddle without its import-time warnings)
 import paddle
 
 from .errors import DataError
@@ -36,6 +37,9 @@ FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
+PACKAGED = {"MNIST5k": os.path.join(os.path.dirname(os.path.abspath(__file__)), "datasets", "mnist5k")}
+
+
 @dataclass(frozen=True)
 class DatasetInfo:
     name: str
@@ -43,21 +47,26 @@ class DatasetInfo:
     num_classes: int
     files: tuple[str, ...]  # what Data.root must hold
     class_names: tuple[str, ...] | None = None
+    paddle_name: str = ""  # the paddle.vision.datasets class that reads the files
+    description: str = ""  # for reports: what the data is, and whether it is a subset
 
 
 DATASETS = {
-    "MNIST": DatasetInfo("MNIST", (1, 28, 28), 10, IDX_FILES["train"] + IDX_FILES["test"]),
+    "MNIST": DatasetInfo("MNIST", (1, 28, 28), 10, IDX_FILES["train"] + IDX_FILES["test"], None, "MNIST", "MNIST"),
+    "MNIST5k": DatasetInfo("MNIST5k", (1, 28, 28), 10, IDX_FILES["train"] + IDX_FILES["test"], None, "MNIST",
+                           "MNIST5k (a 5,000-digit subset of real MNIST; its test split is not MNIST's)"),
     "FashionMNIST": DatasetInfo("FashionMNIST", (1, 28, 28), 10, IDX_FILES["train"] + IDX_FILES["test"],
-                                tuple(FASHION_CLASSES)),
-    "Cifar10": DatasetInfo("Cifar10", (3, 32, 32), 10, ("cifar-10-python.tar.gz",), tuple(CIFAR10_CLASSES)),
-    "Cifar100": DatasetInfo("Cifar100", (3, 32, 32), 100, ("cifar-100-python.tar.gz",)),
+                                tuple(FASHION_CLASSES), "FashionMNIST", "Fashion-MNIST"),
+    "Cifar10": DatasetInfo("Cifar10", (3, 32, 32), 10, ("cifar-10-python.tar.gz",), tuple(CIFAR10_CLASSES), "Cifar10",
+                           "CIFAR-10"),
+    "Cifar100": DatasetInfo("Cifar100", (3, 32, 32), 100, ("cifar-100-python.tar.gz",), None, "Cifar100", "CIFAR-100"),
 }
 
 
 def _paddle_class(name: str) -> Any:
     from paddle.vision import datasets
 
-    return getattr(datasets, name)
+    return getattr(datasets, DATASETS[name].paddle_name)
 
 
 # --------------------------------------------------------------------------- file validation
@@ -125,7 +134,8 @@ def _cache_dir(name: str) -> str:
 def _download(url: str, md5: str | None, dest: str, name: str, timeout: float = 15.0) -> None:
     """Fetch one file with a timeout (paddle's own download has none and hides the cause)."""
     hint = (f"this machine may be offline: put the original files ({', '.join(DATASETS[name].files)}) "
-            f"in a folder and pass -o Data.root=FOLDER")
+            f"in a folder and pass -o Data.root=FOLDER, or train on the 5,000 real MNIST digits shipped with the "
+            f"package: -o Data.name=MNIST5k")
     os.makedirs(os.path.dirname(dest), exist_ok=True)
     tmp = dest + ".part"
     try:
@@ -150,6 +160,11 @@ def resolve_files(name: str, root: str | None) -> str:
     """Folder holding the dataset's original files; downloads into paddle's cache if root is null."""
     if name not in DATASETS:
         raise DataError(f"unknown dataset '{name}' (Data.name); choose one of {', '.join(DATASETS)}")
+    if name in PACKAGED:
+        if root is not None:
+            raise DataError(f"Data.name={name} ships with the package and reads no Data.root; "
+                            f"leave Data.root null, or use Data.name=MNIST with your own files")
+        return PACKAGED[name]
     if root is not None:
         if not os.path.isdir(root):
             raise DataError(f"Data.root '{root}' is not a folder; it must hold {', '.join(DATASETS[name].files)}")
@@ -188,7 +203,7 @@ def load_split(name: str, root: str | None, mode: str, limit: int | None = None)
     folder = resolve_files(name, root)
     info = DATASETS[name]
     cls = _paddle_class(name)
-    if name in ("MNIST", "FashionMNIST"):
+    if info.shape[0] == 1:
         image_path, label_path = (os.path.join(folder, f) for f in IDX_FILES[mode])
         validate_idx(image_path, label_path)
         ds = cls(image_path=image_path, label_path=label_path, mode=mode, transform=None, backend="cv2", download=False)
@@ -206,6 +221,17 @@ def load_split(name: str, root: str | None, mode: str, limit: int | None = None)
     if limit:
         images, labels = images[:limit], labels[:limit]
     return ArrayData((images.astype("float32") / 255.0).astype("float32"), labels, info)
+
+
+def fingerprint(data: ArrayData) -> str:
+    """A short hash of a split's images and labels: tells a run's own test set from any other.
+
+    MNIST and Fashion-MNIST files have the same names and format, so only the content can tell them apart.
+    """
+    h = hashlib.sha1()
+    h.update(np.ascontiguousarray(data.images).tobytes())
+    h.update(np.ascontiguousarray(data.labels).tobytes())
+    return h.hexdigest()[:16]
 
 
 def shift_images(x: np.ndarray, k: int, direction: str) -> np.ndarray:

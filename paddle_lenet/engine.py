@@ -10,25 +10,26 @@ exact resume, a clean stop on SIGINT/SIGTERM or a non-finite loss, VisualDL logs
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import shutil
 import signal
 import sys
 import time
 from typing import Any
 
 import numpy as np
+from . import _paddle  # noqa: F401  (paddle without its import-time warnings)
 import paddle
 
 from . import checkpoint as ckpt
 from . import ops
-from .config import SCHEMA, dump, run_dir
-from .data import DATASETS, ArrayData, ArrayLoader, EpochBatchSampler, load_split
-from .errors import ConfigError, RunFolderError, TrainingStopped
+from .config import dump, run_dir
+from .data import DATASETS, ArrayData, ArrayLoader, EpochBatchSampler, fingerprint, load_split
+from .errors import ConfigError, TrainingStopped, UserError
+from .files import makedirs, write_json, write_text
 from .flops import count_flops
 from .models import count_params, create_model, get_entry, model_kwargs
+from .runfolder import RunFolder
 
 
 # --------------------------------------------------------------------------- setup
@@ -88,11 +89,24 @@ class MeanLoss(paddle.metric.Metric):
         return self.total / max(self.count, 1)
 
 
+class Accuracy(paddle.metric.Accuracy):
+    """hapi's Accuracy that also keeps the last batch's values.
+
+    hapi's step logs show the running mean since the epoch started (it jumps at every epoch start); the
+    per-step curves in VisualDL are the accuracy of *that* batch, read from :attr:`last`.
+    """
+
+    def update(self, correct: Any, *args: Any) -> Any:
+        out = super().update(correct, *args)
+        self.last = out if isinstance(out, list) else [out]
+        return out
+
+
 # --------------------------------------------------------------------------- experiment
 class Experiment:
     """Model, optimizer and data of one config, wired through ``paddle.Model``."""
 
-    def __init__(self, cfg: dict[str, Any], load_train: bool = True) -> None:
+    def __init__(self, cfg: dict[str, Any], load_train: bool = True, load_test: bool = True) -> None:
         self.cfg = cfg
         g, a, d = cfg["Global"], cfg["Arch"], cfg["Data"]
         self.info = DATASETS[d["name"]]
@@ -105,14 +119,23 @@ class Experiment:
         pin_threads(g["threads"])
         env = paddle.distributed.ParallelEnv()
         self.rank, self.world_size = env.rank, env.world_size
-        # data-parallel ranks on one CPU share its cores
-        ops.configure(enabled=g["fast"], threads=g["kernel_threads"] or ops.cpu_cores() // self.world_size)
-        seed_everything(g["seed"])
-        self.net = self.build_net()
-        # data: validated before anything is written
+        # data first: a missing or damaged file fails in seconds, before the kernel build
         self.train_data: ArrayData | None = (
             load_split(d["name"], d["root"], "train", d["train_limit"]) if load_train else None)
-        self.test_data = load_split(d["name"], d["root"], "test")
+        self.test_data = load_split(d["name"], d["root"], "test") if load_test else None
+        if self.train_data is not None and d["train_limit"] and d["train_limit"] > len(self.train_data):
+            raise ConfigError(f"Data.train_limit={d['train_limit']} is more than the {len(self.train_data):,} training "
+                              f"images in the files; use at most {len(self.train_data)}")
+        labels = int(self.test_data.labels.max()) + 1 if self.test_data is not None else 0
+        if self.num_classes < labels:
+            raise ConfigError(f"Arch.num_classes={self.num_classes} but the data has labels up to {labels - 1}; "
+                              f"leave Arch.num_classes null")
+        # data-parallel ranks on one CPU share its cores
+        ops.configure(enabled=g["fast"], threads=g["kernel_threads"] or max(1, ops.cpu_cores() // self.world_size))
+        if g["fast"] and self.device == "cpu":
+            ops.kernels()  # compile/load now: never inside a timed epoch
+        seed_everything(g["seed"])
+        self.net = self.build_net()
         self.sampler: EpochBatchSampler | None = None
         if self.train_data is not None:
             self.sampler = EpochBatchSampler(len(self.train_data), d["batch_size"], d["shuffle"], g["seed"],
@@ -155,8 +178,8 @@ class Experiment:
         steps = self.sampler.batches_per_epoch() if self.sampler else 1
         with paddle.utils.unique_name.guard():
             opt = self.build_optimizer(steps)
-        topk = tuple(self.cfg["Metric"]["topk"])
-        model.prepare(opt, paddle.nn.CrossEntropyLoss(), [paddle.metric.Accuracy(topk=topk), MeanLoss()])
+        self.accuracy = Accuracy(topk=tuple(self.cfg["Metric"]["topk"]))
+        model.prepare(opt, paddle.nn.CrossEntropyLoss(), [self.accuracy, MeanLoss()])
         return model
 
     def train_loader(self) -> ArrayLoader:
@@ -182,6 +205,9 @@ class Experiment:
 
     def flops(self) -> int:
         return count_flops(self.net, self.info.shape)
+
+    def test_fingerprint(self) -> str:
+        return fingerprint(self.test_data)
 
 
 # --------------------------------------------------------------------------- callbacks
@@ -212,15 +238,16 @@ class StepCallback(paddle.callbacks.Callback):
             raise _NonFinite(loss, r.step_in_epoch)
         r.loss_sum += loss
         r.loss_n += 1
-        if r.writer is not None:
+        if r.writer is not None:  # the values of this batch, not hapi's running means
             r.writer.add_scalar("train/loss", loss, r.global_step)
-            for k in r.topk:
-                r.writer.add_scalar(f"train/acc_top{k}", float(logs[f"acc_top{k}"]), r.global_step)
+            for k, acc in zip(r.topk, r.exp.accuracy.last, strict=True):
+                r.writer.add_scalar(f"train/acc_top{k}", float(acc), r.global_step)
         pe = r.cfg["Global"]["print_every"]
         if pe and r.step_in_epoch % pe == 0 and r.is_main:
             rate = r.images_this_epoch() / max(time.time() - r.epoch_t0, 1e-9)
-            print(f"epoch {r.epoch + 1}/{r.epochs} step {r.step_in_epoch}/{r.steps_per_epoch} "
-                  f"loss {loss:.4f} acc_top1 {float(logs['acc_top1']):.4f} {rate:,.0f} img/s", flush=True)
+            print(f"epoch {r.epoch + 1}/{r.epochs} step {r.step_in_epoch}/{r.steps_per_epoch} | epoch so far: "
+                  f"loss {r.loss_sum / r.loss_n:.4f} acc_top1 {float(logs[f'acc_top{r.topk[0]}']):.4f} | "
+                  f"{rate:,.0f} img/s", flush=True)
         if r.stop_signal:
             raise _Interrupt(r.stop_signal)
 
@@ -229,10 +256,10 @@ class StepCallback(paddle.callbacks.Callback):
 class Run:
     """State of one training run in its folder; see :func:`train`."""
 
-    def __init__(self, cfg: dict[str, Any], exp: Experiment) -> None:
-        self.cfg, self.exp = cfg, exp
-        self.dir = run_dir(cfg)
-        self.ckpt_dir = os.path.join(self.dir, "checkpoints")
+    def __init__(self, cfg: dict[str, Any], exp: Experiment, folder: RunFolder) -> None:
+        self.cfg, self.exp, self.folder = cfg, exp, folder
+        self.dir = folder.dir
+        self.ckpt_dir = folder.ckpt_dir
         self.epochs = cfg["Global"]["epochs"]
         self.topk = cfg["Metric"]["topk"]
         self.is_main = exp.rank == 0
@@ -256,18 +283,21 @@ class Run:
         return {"epoch": self.epoch, "step": self.step_in_epoch, "global_step": self.global_step,
                 "train_seconds": self.train_seconds, "steps_per_epoch": self.steps_per_epoch,
                 "seed": self.cfg["Global"]["seed"], "history": self.history, "rng": paddle.get_rng_state(),
-                "numpy_rng": np.random.get_state()}
+                "numpy_rng": np.random.get_state(), "loss_sum": self.loss_sum, "loss_n": self.loss_n}
 
     def restore(self, state: dict[str, Any]) -> None:
         self.epoch, self.step_in_epoch = state["epoch"], state["step"]
         self.global_step, self.train_seconds = state["global_step"], state["train_seconds"]
         self.history = state["history"]
+        # the epoch's running train loss, so a mid-epoch resume records the same history[].train_loss
+        self.loss_sum, self.loss_n = state.get("loss_sum", 0.0), state.get("loss_n", 0)
         paddle.set_rng_state(state["rng"])
         np.random.set_state(state["numpy_rng"])
 
     def save(self) -> str:
         if not self.is_main:
             return ""
+        makedirs(self.ckpt_dir)
         tag = f"epoch_{self.epoch}" if self.step_in_epoch == 0 else f"epoch_{self.epoch}_step_{self.step_in_epoch}"
         ckpt.save(self.ckpt_dir, tag, self.exp.net.state_dict(), self.exp.model._optimizer.state_dict(), self.state())
         return tag
@@ -294,67 +324,67 @@ def _handle_signals(run: Run) -> dict[int, Any]:
     return old
 
 
-def _prepare_run_folder(cfg: dict[str, Any], exp: Experiment) -> tuple[dict, dict, dict[str, Any]] | None:
-    """Refuse to clobber a run; returns the checkpoint state to resume from, if any."""
-    g, d = cfg["Global"], run_dir(cfg)
-    if exp.rank != 0:  # rank 0 alone checks and writes the folder; the others follow its checkpoints
-        return ckpt.load_latest(os.path.join(d, "checkpoints")) if g["resume"] else None
-    holds_run = os.path.isdir(d) and any(
-        os.path.exists(os.path.join(d, f)) for f in ("config.yml", "metrics.json", "checkpoints", "vdl"))
-    if holds_run and not (g["resume"] or g["overwrite"]):
-        raise RunFolderError(
-            f"run folder '{d}' already holds a run; pass -o Global.resume=true to continue it, "
-            f"-o Global.overwrite=true to replace it, or choose another -o Global.name")
-    if holds_run and g["overwrite"]:
-        for f in ("config.yml", "metrics.json", "checkpoints", "vdl", "shift.json"):
-            p = os.path.join(d, f)
-            if os.path.isdir(p):
-                shutil.rmtree(p)
-            elif os.path.exists(p):
-                os.remove(p)
-        return None
-    if not (holds_run and g["resume"]):
-        return None
-    saved_path = os.path.join(d, "config.yml")
-    if os.path.exists(saved_path):
-        import yaml
+def _open_writer(run: Run) -> Any:
+    """VisualDL writer named as the run reads (``lenet``, ``pooling_zoo/max/seed_0``), with its HParams."""
+    from visualdl import LogWriter
 
-        with open(saved_path, encoding="utf-8") as f:
-            saved = yaml.safe_load(f) or {}
-        for section in ("Arch", "Data", "Optimizer", "Metric"):
-            for key in SCHEMA[section]:
-                if saved.get(section, {}).get(key) != cfg[section][key]:
-                    raise RunFolderError(
-                        f"cannot resume '{d}': {section}.{key} was {saved.get(section, {}).get(key)!r} and is now "
-                        f"{cfg[section][key]!r}; resume with the run's own config ({saved_path})")
-        if saved.get("Global", {}).get("seed") != g["seed"]:
-            raise RunFolderError(f"cannot resume '{d}': Global.seed was {saved['Global']['seed']}, now {g['seed']}")
-    return ckpt.load_latest(os.path.join(d, "checkpoints"))
-
-
-def _write_json(path: str, obj: dict[str, Any]) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
+    cfg = run.cfg
+    parts = os.path.normpath(run.dir).split(os.sep)
+    # a study run is <output>/<study>/runs/<label>/seed_<s>: name it <study>/<label>/seed_<s>
+    name = "/".join([parts[-4], parts[-2], parts[-1]]) if len(parts) >= 4 and parts[-3] == "runs" else parts[-1]
+    writer = LogWriter(logdir=run.folder.vdl_dir, display_name=name)
+    hparams = {f"{s}.{k}": v for s in ("Arch", "Optimizer") for k, v in cfg[s].items()
+               if isinstance(v, (int, float, str)) and not isinstance(v, bool)}
+    hparams.update({"Global.seed": cfg["Global"]["seed"], "Global.epochs": cfg["Global"]["epochs"],
+                    "Data.name": cfg["Data"]["name"], "Data.batch_size": cfg["Data"]["batch_size"]})
+    writer.add_hparams(hparams, ["eval/loss"] + [f"eval/acc_top{k}" for k in cfg["Metric"]["topk"]])
+    return writer
 
 
 def train(cfg: dict[str, Any], quiet: bool = False, prefix: str = "") -> dict[str, Any]:
     """Train, evaluate and record one run; returns the contents of ``metrics.json``.
 
-    Resumes from the newest complete checkpoint with ``Global.resume``; the resumed run's final
-    metrics are identical to an uninterrupted run's (same seed, same thread count, CPU).
+    Order matters for trust: the config is already validated; the run folder is checked (read-only), then
+    model, data and kernels are built — any of these failing leaves no trace — and only then is the folder
+    created, locked against a second process, and written. Resumes from the newest readable checkpoint
+    with ``Global.resume``; the resumed run's ``metrics.json`` (history included) is identical to an
+    uninterrupted run's (same seed, same thread count, CPU).
     """
+    folder = RunFolder(cfg)
+    if int(os.environ.get("PADDLE_TRAINER_ID", "0")) == 0:
+        folder.check()  # fail fast, before data, model and kernels are built
     exp = Experiment(cfg)
-    resume_state = _prepare_run_folder(cfg, exp)
-    run = Run(cfg, exp)
+    is_main = exp.rank == 0
+    if not is_main:  # rank 0 alone checks and writes the folder; the others follow its checkpoints
+        return _train(cfg, exp, folder, ckpt.load_latest(folder.ckpt_dir) if cfg["Global"]["resume"] else None,
+                      quiet, prefix)
+    folder.check()
+    created = not os.path.exists(folder.dir)
+    folder.lock()
+    try:
+        folder.check()  # again, now that we own it: another process may have written meanwhile
+        if cfg["Global"]["overwrite"] or not folder.holds_run():
+            folder.clear()  # also what a run stopped before its first checkpoint left (config.yml, empty logs)
+        resume_state = ckpt.load_latest(folder.ckpt_dir) if cfg["Global"]["resume"] else None
+        if resume_state is not None and os.path.exists(folder.metrics_path) \
+                and resume_state[2]["epoch"] < cfg["Global"]["epochs"]:
+            os.remove(folder.metrics_path)  # extending a finished run: its old metrics no longer describe it
+        makedirs(folder.ckpt_dir)
+        write_text(folder.config_path, dump(cfg))
+        try:
+            return _train(cfg, exp, folder, resume_state, quiet, prefix)
+        except (UserError, OSError):
+            if created and ckpt.latest_tag(folder.ckpt_dir) is None:
+                folder.remove_if_empty()  # nothing trained yet: leave no half-made run behind
+            raise
+    finally:
+        folder.release()
+
+
+def _train(cfg: dict[str, Any], exp: Experiment, folder: RunFolder, resume_state: Any, quiet: bool,
+           prefix: str) -> dict[str, Any]:
+    run = Run(cfg, exp, folder)
     d = run.dir
-    if run.is_main:
-        os.makedirs(run.ckpt_dir, exist_ok=True)
-        with open(os.path.join(d, "config.yml.tmp"), "w", encoding="utf-8") as f:
-            f.write(dump(cfg))
-        os.replace(os.path.join(d, "config.yml.tmp"), os.path.join(d, "config.yml"))
     if not quiet and run.is_main:
         print(dump(cfg), end="", flush=True)
     if resume_state is not None:
@@ -365,22 +395,24 @@ def train(cfg: dict[str, Any], quiet: bool = False, prefix: str = "") -> dict[st
         if run.is_main:
             print(f"resuming {d} after epoch {run.epoch}" + (f", step {run.step_in_epoch}" if run.step_in_epoch else ""),
                   flush=True)
-    if cfg["Global"]["vdl"] and run.is_main:
-        from visualdl import LogWriter
-
-        run.writer = LogWriter(logdir=os.path.join(d, "vdl"))
-    if run.is_main:
-        print(f"{prefix}{cfg['Arch']['name']}: {exp.param_count():,} parameters | {cfg['Data']['name']} "
-              f"{len(exp.train_data):,} train / {len(exp.test_data):,} test | device {exp.device}", flush=True)
     old_handlers = _handle_signals(run)
+    if cfg["Global"]["vdl"] and run.is_main:
+        run.writer = _open_writer(run)
+    if run.is_main:
+        print(f"{prefix}{cfg['Arch']['name']}: {exp.param_count():,} parameters | {exp.info.description} "
+              f"{len(exp.train_data):,} train / {len(exp.test_data):,} test | device {exp.device}", flush=True)
     callbacks = [StepCallback(run)]
     eval_logs: dict[str, float] = {}
     try:
         while run.epoch < run.epochs:
             run.epoch_skip = run.step_in_epoch
             exp.sampler.set_epoch(run.epoch, skip=run.step_in_epoch)
-            run.loss_sum, run.loss_n, run.epoch_t0 = 0.0, 0, time.time()
+            if run.step_in_epoch == 0:
+                run.loss_sum, run.loss_n = 0.0, 0
+            run.epoch_t0 = time.time()
             try:
+                if run.stop_signal:  # a signal before the first step
+                    raise _Interrupt(run.stop_signal)
                 exp.model.fit(exp.train_loader(), epochs=1, verbose=0, callbacks=callbacks)
             except _Interrupt as e:
                 run.train_seconds += time.time() - run.epoch_t0
@@ -414,33 +446,44 @@ def train(cfg: dict[str, Any], quiet: bool = False, prefix: str = "") -> dict[st
                 raise TrainingStopped(
                     f"{run.stop_signal} after epoch {run.epoch}; checkpoint 'epoch_{run.epoch}' written; "
                     f"continue with the same command plus -o Global.resume=true", 130)
+        if not eval_logs:  # resumed a run whose epochs were all done: evaluate its weights
+            eval_logs = exp.evaluate()
+        metrics = {
+            "model": cfg["Arch"]["name"], "dataset": cfg["Data"]["name"], "params": exp.param_count(),
+            "flops": exp.flops(), "epochs": run.epochs, "seed": cfg["Global"]["seed"], **eval_logs,
+            "train_seconds": round(run.train_seconds, 3), "steps": run.global_step,
+            "train_samples": len(exp.train_data), "test_samples": len(exp.test_data),
+            "test_fingerprint": exp.test_fingerprint(), "device": exp.device,
+            "world_size": exp.world_size, "paddle": paddle.__version__, "history": run.history,
+        }
+        if run.is_main:
+            ckpt.save_final(run.ckpt_dir, f"epoch_{run.epoch}")
+            write_json(folder.metrics_path, metrics)
     finally:
-        for s, h in old_handlers.items():
-            signal.signal(s, h)
         if run.writer is not None:
             run.writer.close()
-    if not eval_logs:  # resumed a run whose epochs were all done: evaluate its weights
-        eval_logs = exp.evaluate()
-    metrics = {
-        "model": cfg["Arch"]["name"], "dataset": cfg["Data"]["name"], "params": exp.param_count(),
-        "flops": exp.flops(), "epochs": run.epochs, "seed": cfg["Global"]["seed"], **eval_logs,
-        "train_seconds": round(run.train_seconds, 3), "steps": run.global_step,
-        "train_samples": len(exp.train_data), "test_samples": len(exp.test_data), "device": exp.device,
-        "world_size": exp.world_size, "paddle": paddle.__version__, "history": run.history,
-    }
-    if run.is_main:
-        ckpt.save_final(run.ckpt_dir, f"epoch_{run.epoch}")
-        _write_json(os.path.join(d, "metrics.json"), metrics)
-        if not quiet:
-            print(json.dumps({k: metrics[k] for k in ("model", "loss", "acc_top1", "acc_top2", "train_seconds")
-                              if k in metrics}), flush=True)
+        for s, h in old_handlers.items():
+            signal.signal(s, h)
+    if run.is_main and not quiet:
+        import json
+
+        print(json.dumps({k: metrics[k] for k in ("model", "loss", "acc_top1", "acc_top2", "train_seconds")
+                          if k in metrics}), flush=True)
     return metrics
 
 
-def evaluate_checkpoint(cfg: dict[str, Any]) -> dict[str, Any]:
-    """Metrics of a run's weights (``Global.checkpoint``, default the run's ``final``)."""
+def evaluate_checkpoint(cfg: dict[str, Any], run_metrics: dict[str, Any] | None = None,
+                        other_data: bool = False) -> dict[str, Any]:
+    """Metrics of a run's weights (``Global.checkpoint``, default the run's ``final``) on its test set.
+
+    ``run_metrics`` (the run's ``metrics.json``) lets the check refuse a test set other than the run's own,
+    unless ``other_data`` says that is the point.
+    """
+    from .runfolder import check_same_data
+
     path = cfg["Global"]["checkpoint"] or os.path.join(run_dir(cfg), "checkpoints", "final.pdparams")
     exp = Experiment(cfg, load_train=False)
+    check_same_data(cfg, run_metrics, exp.test_fingerprint(), other_data)
     exp.net.set_state_dict(ckpt.load_params(path, exp.net))
     out = {"model": cfg["Arch"]["name"], "dataset": cfg["Data"]["name"], "checkpoint": path}
     out.update(exp.evaluate())

@@ -7,6 +7,7 @@ pooling are left out; for the LeNets they are under 2%).
 
 from __future__ import annotations
 
+from . import _paddle  # noqa: F401  (paddle without its import-time warnings)
 import paddle
 import paddle.nn as nn
 

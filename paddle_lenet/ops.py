@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from . import _paddle  # noqa: F401  (paddle without its import-time warnings)
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
@@ -44,16 +45,26 @@ def _cpu_fingerprint() -> str:
 
 
 def _build_name() -> str:
-    """Cache key: source, flags, paddle version and CPU features (the binary is built for this CPU)."""
+    """Cache key: source, flags, paddle version and install path, Python, CPU features.
+
+    The install path (``sys.prefix``, paddle's folder) is part of the key because paddle's loader records
+    the include paths in its flags: two virtualenvs sharing one key would each see "cflags have been
+    changed" and rebuild the other's binary, every run. With it, each environment keeps its own build.
+    """
     h = hashlib.sha1()
     for part in (SOURCE.read_bytes(), " ".join(CFLAGS).encode(), paddle.__version__.encode(),
-                 _cpu_fingerprint().encode(), sys.version.encode()):
+                 _cpu_fingerprint().encode(), sys.version.encode(), sys.prefix.encode(),
+                 os.path.dirname(paddle.__file__).encode()):
         h.update(part)
     return f"paddle_lenet_ops_{h.hexdigest()[:12]}"
 
 
 def _load() -> Any:
-    from paddle.utils.cpp_extension import get_build_directory, load
+    import warnings
+
+    with warnings.catch_warnings():  # paddle's loader warns "No ccache found" on import, in every process
+        warnings.simplefilter("ignore")
+        from paddle.utils.cpp_extension import get_build_directory, load
 
     name = _build_name()
     root = Path(get_build_directory())
@@ -71,10 +82,34 @@ def _load() -> Any:
         logger = logging.getLogger("utils.cpp_extension")  # paddle's loader logs every load at INFO
         level = logger.level
         logger.setLevel(logging.WARNING)
+        def build() -> Any:
+            import warnings
+
+            from .cli import captured_stderr
+
+            # the loader's helper processes print paddle's import warnings to the inherited stderr
+            with contextlib.redirect_stdout(quiet), warnings.catch_warnings(), captured_stderr() as captured:
+                warnings.simplefilter("ignore")
+                try:
+                    return load(name=name, sources=[str(SOURCE)], extra_cxx_cflags=CFLAGS, extra_ldflags=["-fopenmp"],
+                                verbose=False)
+                except Exception as e:
+                    lines = [x for x in captured().splitlines() if "error" in x.lower()]
+                    raise RuntimeError(f"{str(e).splitlines()[0][:120]}{' | ' + lines[0][:160] if lines else ''}") from None
+
         try:
-            with contextlib.redirect_stdout(quiet):
-                return load(name=name, sources=[str(SOURCE)], extra_cxx_cflags=CFLAGS, extra_ldflags=["-fopenmp"],
-                            verbose=False)
+            try:
+                return build()
+            except Exception:
+                if fresh:
+                    raise
+                # a build left damaged (e.g. a compile interrupted by Ctrl-C): remove it and build once more
+                import shutil
+
+                shutil.rmtree(root / name, ignore_errors=True)
+                print("paddle_lenet: rebuilding the fast CPU kernels (the cached build was damaged) ...",
+                      file=sys.stderr, flush=True)
+                return build()
         finally:
             logger.setLevel(level)
 
@@ -87,6 +122,12 @@ def kernels() -> Any:
     if not _tried:
         _tried = True
         if os.environ.get("PADDLE_LENET_NO_KERNELS"):
+            return None
+        major = int(paddle.__version__.split(".")[0] or 0)
+        if major < 3 and paddle.__version__ != "0.0.0":  # 0.0.0: a develop build
+            # paddle 2.x's custom-op contract differs (its backward leaves outputs uninitialised)
+            print(f"paddle_lenet: fast CPU kernels need PaddlePaddle >= 3.0 (found {paddle.__version__}); "
+                  "using Paddle's conv2d (same results, slower)", file=sys.stderr, flush=True)
             return None
         try:
             _module = _load()

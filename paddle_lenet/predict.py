@@ -10,27 +10,52 @@ from .errors import UserError
 from .export import ModelDirError, load_meta, make_predictor, run_predictor
 
 
-def load_image(path: str, meta: dict[str, Any]) -> np.ndarray:
-    """File → float32 [C, H, W] in [0, 1], as ``ToTensor`` gives the training images."""
+def load_image(path: str, meta: dict[str, Any], invert: bool = False) -> np.ndarray:
+    """File → float32 [C, H, W] in [0, 1], as ``ToTensor`` gives the training images.
+
+    Transparency is composited over white, as an image viewer shows the file (converting RGBA straight to
+    grayscale would read the invisible colour of transparent pixels). ``invert`` turns dark-on-light
+    drawings into MNIST's light-on-dark.
+    """
     from PIL import Image, UnidentifiedImageError
 
     c, h, w = meta["input_shape"]
     try:
         with Image.open(path) as im:
+            im.load()
+            if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+                rgba = im.convert("RGBA")
+                white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+                im = Image.alpha_composite(white, rgba)
             im = im.convert(meta["color"])
             if im.size != (w, h):
                 im = im.resize((w, h), Image.BILINEAR)
             arr = np.asarray(im, dtype="float32")
-    except (OSError, UnidentifiedImageError, ValueError) as e:
-        raise UserError(f"cannot read image '{path}': {e}") from None
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as e:
+        raise UserError(f"cannot read image '{path}': {str(e).splitlines()[0][:160] if str(e) else type(e).__name__}") from None
     arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+    if invert:
+        arr = 255.0 - arr
     return arr * np.float32(meta["scale"])
 
 
-def predict_files(model_dir: str, files: list[str], topk: int = 3) -> list[dict[str, Any]]:
+def predict_files(model_dir: str, files: list[str], topk: int = 3, invert: bool = False,
+                  on_error: Any = None) -> list[dict[str, Any]]:
+    """Top-k predictions for every readable file; an unreadable one goes to ``on_error(message)`` and is skipped."""
     meta = load_meta(model_dir)
-    batch = np.stack([load_image(f, meta) for f in files])
     predictor = make_predictor(model_dir)
+    good, arrays = [], []
+    for f in files:
+        try:
+            arrays.append(load_image(f, meta, invert))
+            good.append(f)
+        except UserError as e:
+            if on_error is None:
+                raise
+            on_error(str(e))
+    if not good:
+        return []
+    batch = np.stack(arrays)
     try:
         logits = run_predictor(predictor, batch)
     except Exception as e:  # paddle raises ValueError/RuntimeError/OSError variants for a shape mismatch
@@ -40,7 +65,7 @@ def predict_files(model_dir: str, files: list[str], topk: int = 3) -> list[dict[
     probs = np.exp(z) / np.exp(z).sum(1, keepdims=True)
     names = meta.get("class_names")
     out = []
-    for f, p in zip(files, probs, strict=True):
+    for f, p in zip(good, probs, strict=True):
         order = np.argsort(-p)[: max(1, topk)]
         out.append({"file": f, "top1": int(order[0]), "label": names[order[0]] if names else str(order[0]),
                     "topk": [{"class": int(k), "label": names[k] if names else str(k), "prob": float(p[k])} for k in order],

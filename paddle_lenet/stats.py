@@ -52,6 +52,22 @@ def permutation_p(a: Sequence[float], b: Sequence[float]) -> float:
     return hits / total
 
 
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm–Bonferroni adjusted p-values (step-down; controls the family-wise error rate at any alpha).
+
+    scipy's ``false_discovery_control`` covers only FDR methods, so Holm is computed here; NaN entries
+    (no test) are left out of the family and stay NaN.
+    """
+    idx = [i for i, p in enumerate(pvalues) if not math.isnan(p)]
+    m = len(idx)
+    out = [float("nan")] * len(pvalues)
+    running = 0.0
+    for rank, i in enumerate(sorted(idx, key=lambda i: pvalues[i])):
+        running = max(running, min(1.0, (m - rank) * pvalues[i]))
+        out[i] = running
+    return out
+
+
 def in_words(p: float, alpha: float = 0.05) -> str:
     if math.isnan(p):
         return "no test (fewer than 2 runs per model)"

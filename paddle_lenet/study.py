@@ -3,7 +3,10 @@
 A study config is a normal config (the shared settings) plus a ``Study`` section listing models,
 each with its own overrides. Every run goes through :func:`paddle_lenet.engine.train` into
 ``<output_dir>/<study>/runs/<label>/seed_<s>/``; finished runs are skipped and partial ones resumed,
-so re-running a study continues it.
+so re-running a study continues it — but only runs whose recorded ``config.yml`` matches what the study
+asks for now count: a run trained with other settings is refused (or re-run with ``Global.overwrite``),
+never reported under the study's name. ``--shard K/N`` splits the runs over machines; ``--report`` reads
+whatever has finished.
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ import copy
 import json
 import os
 import platform
-import re
 import signal
 import subprocess
 import sys
@@ -21,45 +23,82 @@ from itertools import combinations
 from typing import Any
 
 from .config import apply_overrides, defaults, read_yaml, validate
-from .errors import ConfigError
+from .errors import ConfigError, RunFolderError
+from .runfolder import NEUTRAL
 
 
 def _seeds(spec: int | list) -> list[int]:
+    from .config import INT32
+
     if isinstance(spec, int):
-        if spec < 1:
-            raise ConfigError(f"Study.seeds must be >= 1, got {spec}")
         return list(range(spec))
-    if not spec or not all(isinstance(s, int) and not isinstance(s, bool) for s in spec):
-        raise ConfigError(f"Study.seeds must be a count or a list of integers, got {spec!r}")
+    if not spec or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= INT32 for s in spec):
+        raise ConfigError(f"Study.seeds must be a count or a list of seeds in [0, 2³¹−1], got {spec!r}")
+    if len(set(spec)) != len(spec):
+        raise ConfigError(f"Study.seeds={spec} repeats a seed; a repeated seed is the same run counted twice")
     return list(spec)
 
 
-def load_study(path: str, overrides: list[str]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+# Settings a finished run must share with the study's request to count as one of its runs. Unlike resume,
+# the number of epochs and the evaluation schedule matter here: they are what the report states.
+STUDY_NEUTRAL = NEUTRAL - {("Global", "epochs"), ("Global", "eval_every")}
+
+
+def gpu_slots(workers: int, per_gpu: int, visible: list[str]) -> list[str | None]:
+    """Device of each worker slot: ``per_gpu`` slots per visible GPU, or CPU slots (None) without GPUs.
+
+    A study worker started in slot ``i`` gets ``CUDA_VISIBLE_DEVICES=slots[i]``, so each run sees one GPU
+    as ``gpu:0`` and runs never share a device beyond ``Study.workers_per_gpu``.
+    """
+    if not visible:
+        return [None] * workers
+    slots = [g for g in visible for _ in range(per_gpu)]
+    return slots[:workers] if workers else slots
+
+
+def visible_gpus() -> list[str]:
+    """GPU ids this process may use (CUDA_VISIBLE_DEVICES order), empty on a CPU-only paddle."""
+    import paddle
+
+    if not paddle.device.is_compiled_with_cuda():
+        return []
+    n = paddle.device.cuda.device_count()
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    ids = [x.strip() for x in env.split(",") if x.strip()] if env else [str(i) for i in range(n)]
+    return ids[:n]
+
+
+def load_study(path: str, overrides: list[str], gpus: list[str] | None = None,
+               ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Resolve a study config into its settings and one validated config per (model, seed)."""
+    from .files import check_name
+    from .models import get_entry
+    from .ops import cpu_cores
+
     raw = apply_overrides(read_yaml(path), overrides)
     base = validate(raw)
     st = base["Study"]
-    st["name"] = st["name"] or os.path.splitext(os.path.basename(path))[0]
+    st["name"] = check_name(st["name"] or os.path.splitext(os.path.basename(path))[0], "Study.name")
     if not st["models"]:
         raise ConfigError("Study.models is empty; list models as - {label: NAME, overrides: {Arch.name: NAME}}")
     labels = []
     jobs = []
     seeds = _seeds(st["seeds"])
     root = os.path.join(base["Global"]["output_dir"], st["name"])
-    if st["workers"] < 0:
-        raise ConfigError(f"Study.workers must be >= 0 (0: one per CPU core), got {st['workers']}")
-    from .ops import cpu_cores
-
-    st["workers"] = min(st["workers"] or cpu_cores(), len(seeds) * len(st["models"]))
+    on_gpu = base["Global"]["device"] != "cpu" and bool(gpus)
+    if on_gpu:  # one worker per GPU (times workers_per_gpu) unless Study.workers says otherwise
+        slots = gpu_slots(st["workers"], st["workers_per_gpu"], gpus or [])
+    else:
+        slots = gpu_slots(st["workers"] or cpu_cores(), 1, [])
+    st["workers"] = max(1, min(len(slots), len(seeds) * len(st["models"])))
+    st["slots"] = slots[: st["workers"]]
     for i, m in enumerate(st["models"]):
         if not isinstance(m, dict) or not isinstance(m.get("label", ""), str) or set(m) - {"label", "overrides"}:
             raise ConfigError(f"Study.models[{i}] must be a mapping with 'label' and 'overrides', got {m!r}")
         ov = m.get("overrides") or {}
         if not isinstance(ov, dict):
             raise ConfigError(f"Study.models[{i}].overrides must map Section.key to a value, got {ov!r}")
-        label = m.get("label") or ov.get("Arch.name")
-        if not label or not re.fullmatch(r"[A-Za-z0-9_.+-]+", label):
-            raise ConfigError(f"Study.models[{i}] needs a label of letters, digits, '_', '-', '.', '+', got {label!r}")
+        label = check_name(m.get("label") or ov.get("Arch.name"), f"Study.models[{i}].label")
         if label in labels:
             raise ConfigError(f"Study.models: label '{label}' appears twice; labels name the run folders")
         labels.append(label)
@@ -69,12 +108,13 @@ def load_study(path: str, overrides: list[str]) -> tuple[dict[str, Any], list[di
             if not isinstance(key, str) or key.count(".") != 1:
                 raise ConfigError(f"Study.models[{i}] override key {key!r} must be Section.key")
             section, k = key.split(".")
-            model_raw.setdefault(section, {})[k] = value
-        from .models import get_entry
-
-        get_entry(validate(model_raw)["Arch"]["name"])  # an unknown model fails before any run starts
+            if section == "Study" or not isinstance(model_raw.setdefault(section, {}), dict):
+                raise ConfigError(f"Study.models[{i}] override key {key!r} must name a Global/Arch/Data/Optimizer/Metric key")
+            model_raw[section][k] = value
+        model_cfg = validate(model_raw)
+        get_entry(model_cfg["Arch"]["name"])  # an unknown model fails before any run starts
         for seed in seeds:
-            cfg = validate(model_raw)
+            cfg = copy.deepcopy(model_cfg)
             cfg["Study"] = defaults()["Study"]
             cfg["Global"].update(seed=seed, output_dir=os.path.join(root, "runs", label), name=f"seed_{seed}",
                                  print_every=0, overwrite=False, resume=False)
@@ -83,65 +123,102 @@ def load_study(path: str, overrides: list[str]) -> tuple[dict[str, Any], list[di
             jobs.append({"label": label, "seed": seed, "cfg": cfg})
     pairs = st["compare"] or [list(p) for p in combinations(labels, 2)]
     for p in pairs:
-        if not (isinstance(p, list) and len(p) == 2 and all(x in labels for x in p)):
-            raise ConfigError(f"Study.compare entry {p!r} must be a pair of model labels from {labels}")
+        if not (isinstance(p, list) and len(p) == 2 and all(x in labels for x in p) and p[0] != p[1]):
+            raise ConfigError(f"Study.compare entry {p!r} must be a pair of two different model labels from {labels}")
     st["compare"] = pairs
     st["seeds"] = seeds
     st["root"] = root
     return base, jobs
 
 
+def _folder(job: dict[str, Any]) -> str:
+    return os.path.join(job["cfg"]["Global"]["output_dir"], job["cfg"]["Global"]["name"])
+
+
+def job_state(job: dict[str, Any], shifts: list[int]) -> str:
+    """``done``, ``partial``, ``new``, or ``stale: <key> was X, the study asks Y`` — from the run's own record."""
+    from .runfolder import RunFolder, config_difference
+
+    rf = RunFolder(job["cfg"])
+    saved = rf.saved_config() if os.path.isdir(rf.dir) else None
+    if saved is not None:
+        diff = config_difference(saved, job["cfg"], STUDY_NEUTRAL)
+        if diff:
+            return f"stale: {diff[0]} was {diff[1]!r}, the study asks {diff[2]!r}"
+    elif rf.holds_run():
+        return "stale: it has no config.yml to compare with"
+    if not os.path.exists(rf.metrics_path):
+        return "partial" if rf.holds_run() else "new"
+    spath = os.path.join(rf.dir, "shift.json")
+    if not os.path.exists(spath) or set(_read(spath)) != {str(k) for k in shifts}:
+        return "shift"  # trained; the shift test is missing or measured other shifts
+    return "done"
+
+
+def _read(path: str) -> Any:
+    from .files import read_json
+
+    return read_json(path, "study file")
+
+
 def run_job(job: dict[str, Any], shifts: list[int]) -> dict[str, Any]:
-    """Train (or resume, or skip) one run and measure its shift robustness."""
+    """Train (or resume, or re-run when stale and allowed) one run and measure its shift robustness."""
     from .cli import quiet_paddle
 
     quiet_paddle()
     from .engine import shift_accuracy, train
+    from .files import write_json
 
-    cfg = job["cfg"]
-    folder = os.path.join(cfg["Global"]["output_dir"], cfg["Global"]["name"])
-    skipped = os.path.exists(os.path.join(folder, "metrics.json"))
-    if not skipped:
-        cfg = copy.deepcopy(cfg)
-        cfg["Global"]["resume"] = os.path.isdir(folder)
+    cfg = copy.deepcopy(job["cfg"])
+    folder = _folder(job)
+    state = job_state(job, shifts)
+    if state.startswith("stale"):
+        if not job.get("replace_stale"):
+            raise RunFolderError(f"{folder} is {state}; run the study with -o Global.overwrite=true to re-run such runs")
+        cfg["Global"]["overwrite"] = True
+    if state not in ("done", "shift"):
+        cfg["Global"]["resume"] = state == "partial"
         train(cfg, quiet=True, prefix=f"[{job['label']} seed {job['seed']}] ")
-    spath = os.path.join(folder, "shift.json")
-    if not os.path.exists(spath):
-        shift = shift_accuracy(cfg, shifts)
-        with open(spath + ".tmp", "w", encoding="utf-8") as f:
-            json.dump(shift, f)
-        os.replace(spath + ".tmp", spath)
-    return _result(job, skipped)
+    if state != "done":
+        write_json(os.path.join(folder, "shift.json"), shift_accuracy(cfg, shifts))
+    return _result(job, skipped=state == "done")
 
 
-def _run_parallel(jobs: list[dict[str, Any]], shifts: list[int], workers: int, done: Any) -> None:
-    """Each job in its own ``python -m paddle_lenet.study`` process, ``workers`` at a time.
+def _run_parallel(jobs: list[dict[str, Any]], shifts: list[int], slots: list[str | None], done: Any) -> None:
+    """Each job in its own ``python -m paddle_lenet.study`` process, one per worker slot.
 
-    Children run in their own session so that a terminal's Ctrl-C reaches only this parent, which then
-    passes one SIGTERM on to each running child: its run checkpoints at the next step and exits, and no new
-    run starts. The study exits 130; running it again continues where it stopped.
+    A slot is a CPU share or a GPU (``CUDA_VISIBLE_DEVICES``), see :func:`gpu_slots`. Children run in their
+    own session so that a terminal's Ctrl-C reaches only this parent, which then passes one SIGTERM on to
+    each running child: its run checkpoints at the next step and exits, and no new run starts. The study
+    exits 130; running it again continues where it stopped.
     """
     from .errors import TrainingStopped
 
     pending, running = list(jobs), {}
+    free = list(range(len(slots)))
     stop: list[int] = []
+    failed = ""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         [os.path.dirname(os.path.dirname(os.path.abspath(__file__))), os.environ.get("PYTHONPATH", "")]))
     old = {s: signal.signal(s, lambda signum, frame: stop.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         while (pending or running) and not stop:
-            while pending and len(running) < workers:
-                job = pending.pop(0)
+            while pending and free:
+                job, slot = pending.pop(0), free.pop(0)
+                wenv = dict(env)
+                if slots[slot] is not None:
+                    wenv["CUDA_VISIBLE_DEVICES"] = slots[slot]
                 cmd = [sys.executable, "-m", "paddle_lenet.study", json.dumps({"job": job, "shifts": shifts})]
-                running[subprocess.Popen(cmd, env=env, start_new_session=True)] = job
+                running[subprocess.Popen(cmd, env=wenv, start_new_session=True)] = (job, slot)
             time.sleep(0.1)
-            for proc, job in list(running.items()):
+            for proc, (job, slot) in list(running.items()):
                 if proc.poll() is None:
                     continue
                 del running[proc]
+                free.append(slot)
                 if proc.returncode != 0:
                     stop.append(0)
-                    failed = f"{job['label']} seed {job['seed']} exited {proc.returncode} (its message is above)"
+                    failed = f"{job['label']} seed {job['seed']} exited {proc.returncode}"
                     break
                 done(_result(job, skipped=False))
         for proc in running:
@@ -152,79 +229,129 @@ def _run_parallel(jobs: list[dict[str, Any]], shifts: list[int], workers: int, d
         for s, h in old.items():
             signal.signal(s, h)
     if stop and stop[0] == 0:
-        raise TrainingStopped(f"study stopped: run {failed}; fix it and run the same command again", 1)
+        raise TrainingStopped(f"study run {failed} (its message is above); fix it and run the same command again", 1)
     if stop:
         raise TrainingStopped("study interrupted; finished runs are kept and running ones checkpointed; "
                               "run the same command again to continue", 130)
 
 
 def _result(job: dict[str, Any], skipped: bool) -> dict[str, Any]:
-    cfg = job["cfg"]
-    folder = os.path.join(cfg["Global"]["output_dir"], cfg["Global"]["name"])
-    with open(os.path.join(folder, "metrics.json"), encoding="utf-8") as f:
-        metrics = json.load(f)
-    with open(os.path.join(folder, "shift.json"), encoding="utf-8") as f:
-        shift = json.load(f)
-    return {"label": job["label"], "seed": job["seed"], "metrics": metrics, "shift_acc": shift, "skipped": skipped}
+    folder = _folder(job)
+    return {"label": job["label"], "seed": job["seed"], "metrics": _read(os.path.join(folder, "metrics.json")),
+            "shift_acc": _read(os.path.join(folder, "shift.json")), "skipped": skipped}
 
 
-def run_study(path: str, overrides: list[str]) -> dict[str, Any]:
-    """Run every (model, seed) of a study, then write summary.json, report.md and figures."""
-    base, jobs = load_study(path, overrides)
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """``'K/N'`` → ``(K, N)`` with 0 ≤ K < N (Slurm's 0-based array index over the array's size)."""
+    if text is None:
+        return None
+    try:
+        k, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise ConfigError(f"--shard {text!r} must be K/N, e.g. --shard 0/4 (K counts from 0)") from None
+    if not (n >= 1 and 0 <= k < n):
+        raise ConfigError(f"--shard {text}: need 0 <= K < N, e.g. --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT")
+    return k, n
+
+
+def run_study(path: str, overrides: list[str], shard: tuple[int, int] | None = None,
+              report_only: bool = False) -> dict[str, Any] | None:
+    """Run the study's runs (all, or one shard's), then write summary.json, report.md and figures.
+
+    A shard only trains; ``report_only`` only reads what the runs recorded and reports, naming missing runs.
+    """
+    base, jobs = load_study(path, overrides, visible_gpus() if base_device(path, overrides) != "cpu" else [])
     st = base["Study"]
     t0 = time.time()
     shifts = [int(k) for k in st["shifts"]]
-    print(f"study {st['name']}: {len(st['models'])} models × {len(st['seeds'])} seeds = {len(jobs)} runs, "
-          f"{st['workers']} worker(s) -> {st['root']}", flush=True)
-    results = []
+    mine = [j for i, j in enumerate(jobs) if shard is None or i % shard[1] == shard[0]]
+    states = {id(j): job_state(j, shifts) for j in jobs}
+    stale = [j for j in (jobs if report_only else mine) if states[id(j)].startswith("stale")]
+    if stale and not (base["Global"]["overwrite"] and not report_only):
+        j = stale[0]
+        raise RunFolderError(f"{_folder(j)} is {states[id(j)]}; its numbers would not be this study's. "
+                             f"Re-run such runs with -o Global.overwrite=true, or use another Study.name")
+    for j in stale:
+        j["replace_stale"] = True
+    where = "" if shard is None else f" (shard {shard[0]}/{shard[1]}: {len(mine)} of them)"
+    devices = "GPU " + ",".join(s for s in st["slots"] if s) if any(st["slots"]) else "CPU"
+    results: list[dict[str, Any]] = []
 
     def done(r: dict[str, Any]) -> None:
         results.append(r)
         m = r["metrics"]
         state = "skipped (done)" if r["skipped"] else f"{m['train_seconds']:.0f}s"
-        print(f"[{len(results)}/{len(jobs)}] {r['label']} seed {r['seed']}: acc_top1 {m['acc_top1']:.4f} "
-              f"shift4 {r['shift_acc'].get(str(max(shifts)), float('nan')):.4f} {state}", flush=True)
+        print(f"[{len(results)}/{len(mine)}] {r['label']} seed {r['seed']}: acc_top1 {m['acc_top1']:.4f} "
+              f"shift{max(shifts)} {r['shift_acc'].get(str(max(shifts)), float('nan')):.4f} {state}", flush=True)
 
-    todo = []
-    for job in jobs:  # finished runs are read back, not re-run: a study resumes where it stopped
-        folder = os.path.join(job["cfg"]["Global"]["output_dir"], job["cfg"]["Global"]["name"])
-        if all(os.path.exists(os.path.join(folder, f)) for f in ("metrics.json", "shift.json")):
-            done(_result(job, skipped=True))
-        else:
-            todo.append(job)
-    try:
-        if st["workers"] == 1:
-            for job in todo:
-                done(run_job(job, shifts))
-        else:
-            _run_parallel(todo, shifts, st["workers"], done)
-    finally:  # a study resumed after Ctrl-C reports the wall time of all its sessions, not just the last
-        wall = _add_wall_seconds(st["root"], time.time() - t0)
+    if report_only:
+        results = [_result(j, skipped=True) for j in jobs if states[id(j)] == "done"]
+    else:
+        print(f"study {st['name']}: {len(st['models'])} models × {len(st['seeds'])} seeds = {len(jobs)} runs{where}, "
+              f"{st['workers']} worker(s) on {devices} -> {st['root']}", flush=True)
+        todo = []
+        for job in mine:  # finished runs are read back, not re-run: a study resumes where it stopped
+            if states[id(job)] == "done":
+                done(_result(job, skipped=True))
+            else:
+                todo.append(job)
+        try:
+            if st["workers"] == 1:
+                for job in todo:
+                    done(run_job(job, shifts))
+            else:
+                _run_parallel(todo, shifts, st["slots"], done)
+        finally:  # a study resumed after Ctrl-C reports the wall time of all its sessions, not just the last
+            _add_wall_seconds(st["root"], time.time() - t0, shard)
+        if shard is not None:
+            print(f"shard {shard[0]}/{shard[1]} done; when every shard has finished: tools/study.py -c {path} --report")
+            return None
+        results = [_result(j, skipped=True) for j in jobs]  # in the study's order, whatever finished first
+    missing = [f"{j['label']}/seed_{j['seed']}" for j in jobs if states[id(j)] != "done" and report_only]
     from .report import write_study_report
 
-    summary = summarize(base, results, wall)
+    summary = summarize(base, results, _total_wall_seconds(st["root"]), missing)
     write_study_report(summary, st["root"])
+    if missing:
+        print(f"{len(missing)} of {len(jobs)} runs are missing from the report: {', '.join(missing[:6])}"
+              f"{' ...' if len(missing) > 6 else ''}", flush=True)
     return summary
 
 
-def _add_wall_seconds(root: str, seconds: float) -> float:
-    """Accumulate the study's wall time across invocations in ``<root>/wall_seconds.json``."""
-    path = os.path.join(root, "wall_seconds.json")
-    total = seconds
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            total += float(json.load(f)["wall_seconds"])
-    os.makedirs(root, exist_ok=True)
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump({"wall_seconds": round(total, 1)}, f)
-    os.replace(path + ".tmp", path)
-    return total
+def base_device(path: str, overrides: list[str]) -> str:
+    return validate(apply_overrides(read_yaml(path), overrides))["Global"]["device"]
 
 
-def summarize(base: dict[str, Any], results: list[dict[str, Any]], wall: float) -> dict[str, Any]:
-    from .stats import in_words, mean_std, permutation_p, welch
+def _add_wall_seconds(root: str, seconds: float, shard: tuple[int, int] | None) -> None:
+    """Accumulate wall time across invocations, one file per shard (shards may run at once)."""
+    from .files import makedirs, write_json
+
+    name = "wall_seconds.json" if shard is None else f"wall_seconds.shard{shard[0]}of{shard[1]}.json"
+    path = os.path.join(root, name)
+    total = seconds + (float(_read(path)["wall_seconds"]) if os.path.exists(path) else 0.0)
+    makedirs(root)
+    write_json(path, {"wall_seconds": round(total, 1)})
+
+
+def _total_wall_seconds(root: str) -> float:
+    """Wall time of the study: its own sessions plus the longest shard (shards run side by side)."""
+    import glob
+
+    own = os.path.join(root, "wall_seconds.json")
+    total = float(_read(own)["wall_seconds"]) if os.path.exists(own) else 0.0
+    shards = [float(_read(p)["wall_seconds"]) for p in glob.glob(os.path.join(root, "wall_seconds.shard*.json"))]
+    return total + (max(shards) if shards else 0.0)
+
+
+def summarize(base: dict[str, Any], results: list[dict[str, Any]], wall: float,
+              missing: list[str] | None = None) -> dict[str, Any]:
+    """Per-model statistics and pairwise tests, stating the settings the runs *recorded*, not the request."""
+    from .data import DATASETS
+    from .stats import holm, in_words, mean_std, permutation_p, welch
 
     st = base["Study"]
+    if not results:
+        raise RunFolderError(f"no finished runs under {st['root']}/runs to report on; run the study first")
     models: dict[str, Any] = {}
     labels = list(dict.fromkeys(r["label"] for r in results))
     for label in labels:
@@ -232,9 +359,13 @@ def summarize(base: dict[str, Any], results: list[dict[str, Any]], wall: float) 
         ms = [r["metrics"] for r in rs]
         entry: dict[str, Any] = {"model": ms[0]["model"], "params": ms[0]["params"], "flops": ms[0]["flops"],
                                  "runs": len(rs), "seeds": [r["seed"] for r in rs]}
+        for key in ("trainable_params", "buffers"):
+            if key in ms[0]:
+                entry[key] = ms[0][key]
         for key in ("acc_top1", "acc_top2", "loss", "train_seconds"):
-            mean, std = mean_std([m[key] for m in ms])
-            entry[f"{key}_mean"], entry[f"{key}_std"] = mean, std
+            if all(key in m for m in ms):
+                mean, std = mean_std([m[key] for m in ms])
+                entry[f"{key}_mean"], entry[f"{key}_std"] = mean, std
         entry["acc_top1_runs"] = [m["acc_top1"] for m in ms]
         entry["shift_acc"] = {k: mean_std([r["shift_acc"][k] for r in rs])[0] for k in rs[0]["shift_acc"]}
         epochs = [h["epoch"] for h in ms[0].get("history", [])]
@@ -250,13 +381,29 @@ def summarize(base: dict[str, Any], results: list[dict[str, Any]], wall: float) 
         xa, xb = models[a]["acc_top1_runs"], models[b]["acc_top1_runs"]
         w = welch(xa, xb)
         comparisons.append({"a": a, "b": b, "metric": "acc_top1", "diff": w["diff"], "ci95": w["ci95"],
-                            "p_value": w["p_value"], "test": "Welch's t", "permutation_p": permutation_p(xa, xb),
-                            "verdict": in_words(w["p_value"])})
-    g, d = base["Global"], base["Data"]
-    return {"study": st["name"], "study_root": st["root"], "dataset": d["name"], "train_limit": d["train_limit"],
-            "epochs": g["epochs"],
-            "seeds": st["seeds"], "models": models, "comparisons": comparisons, "paper": st["paper"],
-            "wall_seconds": round(wall, 1),
+                            "p_value": w["p_value"], "test": "Welch's t", "permutation_p": permutation_p(xa, xb)})
+    adjusted = holm([c["p_value"] for c in comparisons])
+    for c, p in zip(comparisons, adjusted, strict=True):
+        c["p_holm"] = p
+        c["verdict"] = in_words(p) + (" (Holm-adjusted)" if len(comparisons) > 1 else "")
+    recorded = [r["metrics"] for r in results]
+
+    def agreed(key: str) -> Any:
+        values = {json.dumps(m.get(key)) for m in recorded}
+        if len(values) != 1:  # cannot happen for runs that passed the config check; never report a guess
+            raise RunFolderError(f"the study's runs disagree on {key} ({', '.join(sorted(values))}); re-run the stale ones")
+        return recorded[0].get(key)
+
+    name = agreed("dataset")
+    info = DATASETS.get(name)
+    return {"study": st["name"], "study_root": st["root"], "dataset": name,
+            "dataset_description": info.description if info else name,
+            "train_samples": agreed("train_samples"), "test_samples": agreed("test_samples"),
+            "train_limit": base["Data"]["train_limit"], "epochs": agreed("epochs"),
+            "seeds": sorted({r["seed"] for r in results}), "models": models, "comparisons": comparisons,
+            "family": (f"{len(comparisons)} comparisons of acc_top1 (Study.compare); p-values Holm-adjusted over them"
+                       if len(comparisons) > 1 else "one comparison"),
+            "paper": st["paper"], "missing_runs": missing or [], "wall_seconds": round(wall, 1),
             "machine": f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPU cores, "
                        f"{st['workers']} worker(s)"}
 

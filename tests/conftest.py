@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MNIST5K = os.path.join(ROOT, "tests", "data", "mnist-5k")
+MNIST5K = os.path.join(ROOT, "paddle_lenet", "datasets", "mnist5k")  # the files behind Data.name=MNIST5k
 warnings.filterwarnings("ignore", message=".*ccache.*")
 
 
@@ -29,7 +29,7 @@ def tool(name: str, *args: str, timeout: float = 600, env: dict | None = None, c
 
 
 def mnist_args(out: str, name: str, config: str = "configs/lenet.yml", epochs: int = 2, *extra: str) -> list[str]:
-    return ["-c", os.path.join(ROOT, config), "-o", f"Data.root={MNIST5K}", "-o", f"Global.output_dir={out}",
+    return ["-c", os.path.join(ROOT, config), "-o", "Data.name=MNIST5k", "-o", f"Global.output_dir={out}",
             "-o", f"Global.name={name}", "-o", f"Global.epochs={epochs}", "-o", "Global.print_every=10", *extra]
 
 

@@ -48,7 +48,8 @@ def test_cifar_trains_offline(tmp_path, name: str, model: str, classes: int) -> 
     np.testing.assert_array_equal(data.images[0], first[0].reshape(3, 32, 32) / np.float32(255))  # CHW, ToTensor scale
     out = str(tmp_path / "out")
     tool("train", "-c", os.path.join(ROOT, "configs/allcnn/strided_cnn_a_cifar10.yml"), "-o", f"Data.name={name}",
-         "-o", f"Data.root={tmp_path}", "-o", f"Arch.name={model}", "-o", "Global.epochs=1", "-o", "Data.batch_size=16",
+         "-o", f"Data.root={tmp_path}", "-o", f"Arch.name={model}", "-o", "Global.epochs=1",
+         "-o", "Optimizer.milestones=[]", "-o", "Data.batch_size=16",
          "-o", f"Global.output_dir={out}", "-o", "Global.name=c", check=True)
     m = metrics(out, "c")
     assert m["test_samples"] == 20 and m["train_samples"] == 64 and m["dataset"] == name

@@ -39,13 +39,13 @@ def test_no_eval_of_override_values() -> None:
 @pytest.mark.parametrize("override,message", [
     ("Global.epochz=1", "unknown config key 'Global.epochz'; did you mean 'Global.epochs'"),
     ("Global.epochs=ten", "Global.epochs must be int, got 'ten'"),
-    ("Global.epochs=0", "Global.epochs must be >= 1"),
+    ("Global.epochs=0", "Global.epochs=0 is out of range; it must be [1, 100,000]"),
     ("Global.device=tpu", "Global.device='tpu' is not valid"),
     ("Data.name=CIFAR", "Data.name='CIFAR' is not valid"),
     ("Glbal.epochs=1", "unknown config section 'Glbal'; did you mean 'Global'"),
     ("Global.epochs", "malformed override 'Global.epochs'"),
     ("epochs=3", "malformed override 'epochs=3'; the key must be Section.key"),
-    ("Metric.topk=[0]", "Metric.topk must be a list of positive integers"),
+    ("Metric.topk=[0]", "Metric.topk=[0]: 0 is out of range"),
     ("Global.seed=[1", "not valid YAML"),
 ])
 def test_bad_overrides(override: str, message: str) -> None:

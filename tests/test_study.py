@@ -12,7 +12,7 @@ from paddle_lenet.errors import ConfigError
 from paddle_lenet.stats import in_words, mean_std, permutation_p, welch
 from paddle_lenet.study import load_study
 
-from .conftest import MNIST5K, ROOT, read_vdl, tool
+from .conftest import ROOT, read_vdl, tool
 
 STUDY = os.path.join(ROOT, "configs", "study", "pooling_vs_stride.yml")
 
@@ -51,14 +51,14 @@ def test_bad_study_config() -> None:
         load_study(STUDY, ["Study.models=[{label: a}, {label: a}]"])
     with pytest.raises(ConfigError, match="registered models"):
         load_study(STUDY, ["Study.models=[{label: a, overrides: {Arch.name: Nope}}]"])
-    with pytest.raises(ConfigError, match="must be a pair of model labels"):
+    with pytest.raises(ConfigError, match="must be a pair of two different model labels"):
         load_study(STUDY, ["Study.compare=[[LeNet, X]]"])
 
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory) -> tuple[str, str]:
     out = str(tmp_path_factory.mktemp("study"))
-    p = tool("study", "-c", STUDY, "-o", f"Data.root={MNIST5K}", "-o", "Global.epochs=1", "-o", "Study.seeds=2",
+    p = tool("study", "-c", STUDY, "-o", "Data.name=MNIST5k", "-o", "Global.epochs=1", "-o", "Study.seeds=2",
              "-o", "Study.workers=2", "-o", f"Global.output_dir={out}", check=True)
     return os.path.join(out, "pooling_vs_stride"), p.stdout
 
@@ -80,8 +80,10 @@ def test_study_outputs_agree(study) -> None:
     assert (c["a"], c["b"]) == ("LeNet", "LeNet_nopool") and c["ci95"][0] <= c["diff"] <= c["ci95"][1]
     assert 0 <= c["p_value"] <= 1 and c["test"] == "Welch's t"
     report = open(os.path.join(root, "report.md")).read()
-    assert "| LeNet | LeNet | 61,706 |" in report and "LeNet − LeNet_nopool" in report and "significant at 5%" in report
-    for fig in ("curves.png", "acc_vs_params.png", "shift.png"):
+    assert "| LeNet | LeNet | 61,706 | 0.83 M | 2 |" in report and "LeNet − LeNet_nopool" in report
+    assert "significant at 5%" in report and "MNIST5k (a 5,000-digit subset" in report and "4,000 train / 1,000 test" in report
+    assert "1 epoch per run" in report and not os.path.exists(os.path.join(root, "curves.png"))  # 1 epoch: no curve
+    for fig in ("forest.png", "acc_vs_cost.png", "shift.png"):
         assert os.path.getsize(os.path.join(root, fig)) > 5000 and f"![{fig}]({fig})" in report
 
 
@@ -89,7 +91,7 @@ def test_study_rerun_skips_finished_runs(study) -> None:
     root, _ = study
     out = os.path.dirname(root)
     first = json.load(open(os.path.join(root, "summary.json")))
-    p = tool("study", "-c", STUDY, "-o", f"Data.root={MNIST5K}", "-o", "Global.epochs=1", "-o", "Study.seeds=2",
+    p = tool("study", "-c", STUDY, "-o", "Data.name=MNIST5k", "-o", "Global.epochs=1", "-o", "Study.seeds=2",
              "-o", f"Global.output_dir={out}", check=True)
     assert p.stdout.count("skipped (done)") == 4
     again = json.load(open(os.path.join(root, "summary.json")))
@@ -103,7 +105,7 @@ def test_interrupted_study_stops_workers_and_continues(tmp_path) -> None:
     import sys
     import time
 
-    args = [sys.executable, os.path.join(ROOT, "tools", "study.py"), "-c", STUDY, "-o", f"Data.root={MNIST5K}",
+    args = [sys.executable, os.path.join(ROOT, "tools", "study.py"), "-c", STUDY, "-o", "Data.name=MNIST5k",
             "-o", "Global.epochs=2", "-o", "Study.seeds=2", "-o", "Study.workers=2", "-o", f"Global.output_dir={tmp_path}"]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=dict(os.environ, PYTHONUNBUFFERED="1"))

@@ -13,7 +13,7 @@ from .conftest import ROOT, metrics, mnist_args, read_vdl, tool
 def test_both_models_learn(trained: str) -> None:
     for name, model, params in (("lenet", "LeNet", 61706), ("lenet_nopool", "LeNet_nopool", 66346)):
         m = metrics(trained, name)
-        assert m["model"] == model and m["params"] == params and m["epochs"] == 2 and m["dataset"] == "MNIST"
+        assert m["model"] == model and m["params"] == params and m["epochs"] == 2 and m["dataset"] == "MNIST5k"
         assert m["acc_top1"] >= 0.90, m
         assert m["acc_top2"] >= m["acc_top1"] and 0 < m["loss"] < 0.5 and m["train_seconds"] > 0
         assert m["test_samples"] == 1000 and m["train_samples"] == 4000 and m["steps"] == 2 * 63

@@ -74,18 +74,18 @@ def test_data_errors(tmp_path, how: str, needle: str) -> None:
     shutil.copytree(MNIST5K, data)
     _corrupt(data, how)
     out = tmp_path / "out"
-    args = mnist_args(str(out), "x") + ["-o", f"Data.root={data}"]
+    args = mnist_args(str(out), "x") + ["-o", "Data.name=MNIST", "-o", f"Data.root={data}"]
     assert_user_error(tool("train", *args), needle)
     assert not out.exists()
 
 
 def test_missing_root_and_offline_download(tmp_path) -> None:
-    assert_user_error(tool("train", *mnist_args(str(tmp_path), "x"), "-o", f"Data.root={tmp_path}/nope"),
+    assert_user_error(tool("train", *mnist_args(str(tmp_path), "x"), "-o", "Data.name=MNIST", "-o", f"Data.root={tmp_path}/nope"),
                       "is not a folder")
     t = time.time()
     p = tool("train", "-c", os.path.join(ROOT, "configs/lenet.yml"), "-o", f"Global.output_dir={tmp_path}/o",
              env={"HOME": str(tmp_path)}, timeout=120)  # empty paddle cache: it must try to download
-    assert_user_error(p, "could not download MNIST", "-o Data.root=")
+    assert_user_error(p, "could not download MNIST", "-o Data.root=", "-o Data.name=MNIST5k")
     assert time.time() - t < 60
 
 

@@ -13,30 +13,31 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from paddle_lenet.cli import config_parser, run  # noqa: E402
+from paddle_lenet.cli import config_parser, nonnegative_int, positive_int, run  # noqa: E402
 from paddle_lenet.errors import UserError  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = config_parser("Benchmark the training path.")
-    parser.add_argument("--steps", type=int, default=200, help="optimizer steps per timed block")
-    parser.add_argument("--warmup", type=int, default=30)
-    parser.add_argument("--pairs", type=int, default=5, help="timed blocks (alternating with the reference)")
+    parser.add_argument("--steps", type=positive_int, default=200, help="optimizer steps per timed block (may span epochs)")
+    parser.add_argument("--warmup", type=nonnegative_int, default=30)
+    parser.add_argument("--pairs", type=positive_int, default=5, help="timed blocks (alternating with the reference)")
     parser.add_argument("--reference", choices=("torch",), help="also time an equivalent PyTorch eager loop")
-    parser.add_argument("--torch-threads", type=int, help="torch.set_num_threads (default: torch's own)")
+    parser.add_argument("--torch-threads", type=positive_int, help="torch.set_num_threads (default: torch's own)")
     parser.add_argument("--json", action="store_true", help="print one JSON object on the last line")
     args = parser.parse_args(argv)
     from paddle_lenet.bench import benchmark
     from paddle_lenet.config import load_config
 
-    if args.steps < 1 or args.pairs < 1:
-        raise UserError("--steps and --pairs must be >= 1")
     if args.reference == "torch":
         try:
             import torch  # noqa: F401
         except ImportError:
             raise UserError("--reference torch needs PyTorch: pip install torch (it is not a dependency)") from None
     cfg = load_config(args.config, args.override)
+    if args.reference == "torch" and cfg["Arch"]["name"] not in ("LeNet", "LeNet_nopool") or cfg["Arch"]["pool"] \
+            not in (None, "max") and args.reference == "torch" or (args.reference and cfg["Arch"]["head"] == "gap"):
+        raise UserError("--reference torch has the notebook's LeNet and LeNet_nopool only (max pooling, FC head)")
     cfg["Global"]["vdl"] = False
     r = benchmark(cfg, args.steps, args.warmup, args.pairs, args.reference, args.torch_threads)
     if args.json:

@@ -1,7 +1,8 @@
-"""Export a run for deployment: ``python tools/export.py -c CONFIG [-o Global.checkpoint=...] --out DIR``.
+"""Export a run for deployment: ``python tools/export.py -c RUN_FOLDER_OR_CONFIG [-o ...] --out DIR``.
 
-Writes a Paddle Inference model (``model.json`` + ``model.pdiparams``, dynamic batch), ``meta.json``
-and, with the ``[onnx]`` extra installed, ``model.onnx``; fails unless all agree with the dygraph model.
+Reads the run's own ``config.yml``. Writes a Paddle Inference model (``model.json`` + ``model.pdiparams``,
+dynamic batch), ``meta.json`` and, with the ``[onnx]`` extra installed, ``model.onnx``; fails unless all agree
+with the dygraph model (on the run's test images, or on random images when the dataset is not at hand).
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = config_parser("Export a trained run (Paddle Inference + ONNX) and verify it.")
     parser.add_argument("--out", required=True, help="output folder")
     args = parser.parse_args(argv)
-    from paddle_lenet.config import load_config
     from paddle_lenet.export import export_run
+    from paddle_lenet.runfolder import resolve_run_config
 
-    print(json.dumps(export_run(load_config(args.config, args.override), args.out)))
+    cfg, _ = resolve_run_config(args.config, args.override)
+    print(json.dumps(export_run(cfg, args.out)))
     return 0
 
 

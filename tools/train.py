@@ -13,9 +13,11 @@ from paddle_lenet.cli import config_parser, run  # noqa: E402
 def main(argv: list[str] | None = None) -> int:
     args = config_parser("Train a model and write its run folder.").parse_args(argv)
     from paddle_lenet.config import load_config
+
+    cfg = load_config(args.config, args.override)  # validated before paddle is even imported
     from paddle_lenet.engine import train
 
-    train(load_config(args.config, args.override))
+    train(cfg)
     return 0
 
 

@@ -12,6 +12,7 @@ paper). Dropout: 20% on the input, 50% after each pool or its replacement.
 
 from __future__ import annotations
 
+from .. import _paddle  # noqa: F401  (paddle without its import-time warnings)
 import paddle
 import paddle.nn as nn
 

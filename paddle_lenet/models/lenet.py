@@ -6,6 +6,7 @@ notebook (``conv1``, ``linear1``, ...) so checkpoints stay interchangeable with 
 
 from __future__ import annotations
 
+from .. import _paddle  # noqa: F401  (paddle without its import-time warnings)
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F

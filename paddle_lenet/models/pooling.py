@@ -6,6 +6,7 @@ layer switches on ``self.training``. The hand-computed windows in ``tests/test_p
 
 from __future__ import annotations
 
+from .. import _paddle  # noqa: F401  (paddle without its import-time warnings)
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F

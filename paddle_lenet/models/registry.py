@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 from collections.abc import Callable
 
+from .. import _paddle  # noqa: F401  (paddle without its import-time warnings)
 import paddle
 
 from ..errors import ConfigError

@@ -1,0 +1,65 @@
+"""The VisualDL dashboard over the run folders, working for every browser language and fully offline.
+
+Why not plain ``visualdl --logdir output``: VisualDL 2.5 picks its page language from the browser's
+Accept-Language among English and Chinese only and answers HTTP 500 to everyone else (a German or French
+browser, curl, headless Chromium). :func:`make_app` wraps VisualDL's own app with a tiny WSGI layer that
+adds English as the last-choice language, so Chinese browsers still get Chinese. Telemetry (a call home
+at start-up) is off.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .errors import UserError
+
+
+def _with_language_fallback(wsgi_app: Any) -> Any:
+    def app(environ: dict, start_response: Any) -> Any:
+        langs = environ.get("HTTP_ACCEPT_LANGUAGE", "")
+        if not any(code in langs.lower() for code in ("en", "zh")):
+            environ["HTTP_ACCEPT_LANGUAGE"] = (langs + ", " if langs.strip() else "") + "en;q=0.01"
+        return wsgi_app(environ, start_response)
+
+    return app
+
+
+def make_app(logdir: str, host: str = "127.0.0.1", port: int = 8040, language: str | None = None) -> Any:
+    """VisualDL's Flask app over ``logdir`` (every run folder below it), with the language fallback."""
+    if not os.path.isdir(logdir):
+        raise UserError(f"--logdir '{logdir}' is not a folder; train a run first (tools/train.py writes output/<name>/vdl)")
+    from visualdl.server.app import create_app
+    from visualdl.server.args import ParseArgs
+
+    args = ParseArgs(logdir=[logdir], host=host, port=port, language=language, telemetry=False,
+                     public_path="/app", api_only=False, open_browser=False)
+    app = create_app(args)
+    app.wsgi_app = _with_language_fallback(app.wsgi_app)
+    return app
+
+
+def serve(logdir: str, host: str, port: int, language: str | None = None) -> None:
+    import signal
+
+    from werkzeug.serving import make_server
+
+    app = make_app(logdir, host, port, language)
+    import logging
+
+    for name in list(logging.root.manager.loggerDict) + ["werkzeug", "visualdl", ""]:
+        if name == "" or "visualdl" in name or "werkzeug" in name:  # one line per request is noise here
+            logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        server = make_server(host, port, app, threaded=True)
+    except OSError as e:
+        raise UserError(f"cannot listen on {host}:{port} ({e.strerror}); pass another --port") from None
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # VisualDL sets SIG_DFL; we want a clean stop
+    signal.signal(signal.SIGTERM, lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
+    print(f"dashboard: http://{host}:{port}/app  (runs under {os.path.abspath(logdir)}; Ctrl-C stops)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
