@@ -179,6 +179,10 @@ def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None =
     except TrainingStopped as e:
         print(f"stopped: {e}", file=sys.stderr, flush=True)
         code = e.exit_code
+    except BrokenPipeError:  # `tool | head`: the reader has what it wanted
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(0)
     except KeyboardInterrupt:
         print("stopped: SIGINT", file=sys.stderr, flush=True)
         code = 130
@@ -192,5 +196,8 @@ def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None =
         raise
     except Exception as e:
         code = _internal_error(e)
-    sys.stdout.flush()
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     sys.exit(code or 0)

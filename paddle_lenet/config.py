@@ -229,6 +229,8 @@ def _check_relations(cfg: dict[str, Any]) -> None:
         raise ConfigError("Global.output_dir must not be empty; e.g. -o Global.output_dir=output")
     if g["resume"] and g["overwrite"]:
         raise ConfigError("Global.resume and Global.overwrite contradict each other; set only one")
+    if not cfg["Metric"]["topk"]:
+        raise ConfigError("Metric.topk is empty; list at least one k, e.g. -o Metric.topk=[1,2]")
     ms = o["milestones"]
     if ms != sorted(ms):
         raise ConfigError(f"Optimizer.milestones={ms} must be increasing, e.g. [5, 8]")
@@ -344,3 +346,19 @@ def dump(cfg: dict[str, Any]) -> str:
 
 def run_dir(cfg: dict[str, Any]) -> str:
     return os.path.join(cfg["Global"]["output_dir"], cfg["Global"]["name"])
+
+
+def reference_table() -> str:
+    """The README's configuration table, generated from :data:`SCHEMA` (a test keeps the README in step)."""
+    def cell(v: Any) -> str:
+        return "`" + yaml.safe_dump(v, default_flow_style=True).strip().removesuffix("...").strip() + "`"
+
+    lines = ["| key | default | valid values | meaning |", "|---|---|---|---|"]
+    for section, keys in SCHEMA.items():
+        for key, spec in keys.items():
+            valid = spec.range_text() or " or ".join(t.__name__ for t in spec.types)
+            if spec.nullable:
+                valid += " or null"
+            text = spec.help.replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|")
+            lines.append(f"| `{section}.{key}` | {cell(spec.default)} | {valid} | {text} |")
+    return "\n".join(lines)

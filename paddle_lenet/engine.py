@@ -28,7 +28,7 @@ from .data import DATASETS, ArrayData, ArrayLoader, EpochBatchSampler, fingerpri
 from .errors import ConfigError, TrainingStopped, UserError
 from .files import makedirs, write_json, write_text
 from .flops import count_flops
-from .models import count_params, create_model, get_entry, model_kwargs
+from .models import count_params, count_trainable, create_model, get_entry, model_kwargs
 from .runfolder import RunFolder
 
 
@@ -450,6 +450,7 @@ def _train(cfg: dict[str, Any], exp: Experiment, folder: RunFolder, resume_state
             eval_logs = exp.evaluate()
         metrics = {
             "model": cfg["Arch"]["name"], "dataset": cfg["Data"]["name"], "params": exp.param_count(),
+            "trainable_params": count_trainable(exp.net)[0], "buffers": count_trainable(exp.net)[1],
             "flops": exp.flops(), "epochs": run.epochs, "seed": cfg["Global"]["seed"], **eval_logs,
             "train_seconds": round(run.train_seconds, 3), "steps": run.global_step,
             "train_samples": len(exp.train_data), "test_samples": len(exp.test_data),

@@ -62,3 +62,13 @@ def test_bad_files(tmp_path) -> None:
         load_config(str(broken))
     with pytest.raises(ConfigError, match="must be a mapping"):
         validate(apply_overrides({"Global": 3}, []))
+
+
+def test_readme_config_table_is_the_schema() -> None:
+    """The README's table of keys, defaults and valid values is generated from the schema: keep them equal."""
+    import os
+
+    from paddle_lenet.config import reference_table
+
+    readme = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")).read()
+    assert reference_table() in readme

@@ -17,6 +17,14 @@ from paddle_lenet.export import make_predictor, run_predictor
 
 from .conftest import MNIST5K, ROOT, mnist_args, tool
 
+try:
+    import onnxruntime  # noqa: F401
+    import paddle2onnx  # noqa: F401
+
+    HAVE_ONNX = True
+except ImportError:
+    HAVE_ONNX = False
+
 
 @pytest.fixture(scope="module")
 def exported(trained: str, tmp_path_factory) -> str:
@@ -24,12 +32,16 @@ def exported(trained: str, tmp_path_factory) -> str:
     p = tool("export", *mnist_args(trained, "lenet"), "--out", out, check=True)
     report = json.loads(p.stdout.strip().splitlines()[-1])
     assert report["paddle_inference_max_abs_diff"] < 1e-4
-    assert report["onnxruntime_max_abs_diff"] < 1e-4  # CI installs the [onnx] extra
+    if HAVE_ONNX:
+        assert report["onnxruntime_max_abs_diff"] < 1e-4
+    else:
+        assert report["onnx"].startswith("skipped")
     return out
 
 
 def test_export_files(exported: str) -> None:
-    assert {"model.json", "model.pdiparams", "meta.json", "model.onnx"} <= set(os.listdir(exported))
+    assert {"model.json", "model.pdiparams", "meta.json"} <= set(os.listdir(exported))
+    assert ("model.onnx" in os.listdir(exported)) == HAVE_ONNX
     meta = json.load(open(os.path.join(exported, "meta.json")))
     assert meta["input_shape"] == [1, 28, 28] and meta["model"] == "LeNet"
 
@@ -47,6 +59,8 @@ def test_predictor_matches_dygraph_with_dynamic_batch(trained: str, exported: st
         assert got.shape == (n, 10)
         np.testing.assert_allclose(got, ref, atol=1e-4)
         assert (got.argmax(1) == ref.argmax(1)).all()
+    if not HAVE_ONNX:
+        pytest.skip("the [onnx] extra is not installed: pip install -e '.[onnx]'")
     import onnxruntime as ort
 
     sess = ort.InferenceSession(os.path.join(exported, "model.onnx"), providers=["CPUExecutionProvider"])

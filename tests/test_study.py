@@ -126,3 +126,65 @@ def test_interrupted_study_stops_workers_and_continues(tmp_path) -> None:
             os.kill(pid, 0)
     p = tool("study", *args[2:], check=True)
     assert p.stdout.count("[") >= 4 and os.path.exists(os.path.join(tmp_path, "pooling_vs_stride", "summary.json"))
+
+
+def test_holm_matches_hand_computation() -> None:
+    from paddle_lenet.stats import holm
+
+    # sorted p: 0.005·4 = 0.02, 0.01·3 = 0.03, 0.03·2 = 0.06, max(0.04·1, 0.06) = 0.06; NaN stays out of the family
+    got = holm([0.01, 0.04, 0.03, float("nan"), 0.005])
+    assert got[:3] == pytest.approx([0.03, 0.06, 0.06]) and got[4] == pytest.approx(0.02) and got[3] != got[3]
+    assert holm([0.9, 0.8]) == pytest.approx([0.9, 0.9]) and holm([0.6, 0.7, 0.01]) == pytest.approx([1.0, 1.0, 0.03])
+
+
+def test_gpu_slots_give_each_worker_its_device() -> None:
+    from paddle_lenet.study import gpu_slots
+
+    assert gpu_slots(0, 1, ["0", "1", "2", "3"]) == ["0", "1", "2", "3"]  # default: one worker per GPU
+    assert gpu_slots(0, 2, ["3", "5"]) == ["3", "3", "5", "5"]  # Study.workers_per_gpu, CUDA_VISIBLE_DEVICES ids kept
+    assert gpu_slots(3, 2, ["0", "1"]) == ["0", "0", "1"]  # Study.workers caps it
+    assert gpu_slots(2, 1, []) == [None, None]  # CPU: slots without a device
+
+
+def test_stale_runs_are_never_reported_as_the_study(study) -> None:
+    root, _ = study
+    out = os.path.dirname(root)
+    args = ["-c", STUDY, "-o", "Data.name=MNIST5k", "-o", "Study.seeds=2", "-o", f"Global.output_dir={out}"]
+    before = open(os.path.join(root, "summary.json")).read()
+    p = tool("study", *args, "-o", "Global.epochs=2")
+    assert p.returncode == 2 and "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    assert "Global.epochs was 1, the study asks 2" in p.stderr
+    p = tool("study", *args, "-o", "Global.epochs=1", "-o", "Data.train_limit=1000")
+    assert p.returncode == 2 and "Data.train_limit was None, the study asks 1000" in p.stderr
+    assert open(os.path.join(root, "summary.json")).read() == before  # nothing rewritten
+
+
+def test_shards_in_parallel_then_report_equal_the_whole_study(study, tmp_path) -> None:
+    import subprocess
+    import sys
+
+    root, _ = study
+    args = ["-c", STUDY, "-o", "Data.name=MNIST5k", "-o", "Global.epochs=1", "-o", "Study.seeds=2",
+            "-o", "Study.workers=1", "-o", f"Global.output_dir={tmp_path}"]
+    procs = [subprocess.Popen([sys.executable, os.path.join(ROOT, "tools", "study.py"), *args, "--shard", f"{k}/2"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for k in (0, 1)]
+    for p in procs:
+        out, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err[-2000:]
+        assert "--report" in out and not os.path.exists(os.path.join(tmp_path, "pooling_vs_stride", "summary.json"))
+    partial = tool("study", *args, "--report", check=True)
+    assert "missing" not in partial.stdout
+    whole = json.load(open(os.path.join(root, "summary.json")))
+    sharded = json.load(open(os.path.join(tmp_path, "pooling_vs_stride", "summary.json")))
+    for label in whole["models"]:
+        for key in ("acc_top1_runs", "acc_top1_mean", "loss_mean", "shift_acc", "params", "seeds"):
+            assert sharded["models"][label][key] == whole["models"][label][key], (label, key)
+    assert sharded["comparisons"][0]["p_value"] == whole["comparisons"][0]["p_value"]
+    # a report while a run is missing says so, in the report and on stdout
+    import shutil
+
+    shutil.rmtree(os.path.join(tmp_path, "pooling_vs_stride", "runs", "LeNet", "seed_1"))
+    p = tool("study", *args, "--report", check=True)
+    assert "1 of 4 runs are missing" in p.stdout and "LeNet/seed_1" in p.stdout
+    report = open(os.path.join(tmp_path, "pooling_vs_stride", "report.md")).read()
+    assert "**Incomplete:** 1 run(s) missing: LeNet/seed_1" in report

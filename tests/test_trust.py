@@ -147,6 +147,7 @@ def test_sigint_checkpoints_and_resumes_exactly(reference) -> None:
     tool("train", *args, "-o", "Global.resume=true", check=True)
     ref, got = metrics(out, "ref"), metrics(out, "int")
     assert (got["loss"], got["acc_top1"], got["acc_top2"]) == (ref["loss"], ref["acc_top1"], ref["acc_top2"])
+    assert got["history"] == ref["history"]  # per-epoch train_loss included: the running sums were checkpointed
     assert not [c for c in os.listdir(os.path.join(out, "int", "checkpoints")) if "_step_" in c]
 
 

@@ -26,19 +26,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--torch-threads", type=positive_int, help="torch.set_num_threads (default: torch's own)")
     parser.add_argument("--json", action="store_true", help="print one JSON object on the last line")
     args = parser.parse_args(argv)
-    from paddle_lenet.bench import benchmark
     from paddle_lenet.config import load_config
 
+    cfg = load_config(args.config, args.override)
+    notebook_model = cfg["Arch"]["name"] in ("LeNet", "LeNet_nopool") and cfg["Arch"]["pool"] in (None, "max") \
+        and cfg["Arch"]["head"] in (None, "fc")
+    if args.reference == "torch" and not notebook_model:
+        raise UserError("--reference torch has the notebook's LeNet and LeNet_nopool only (max pooling, FC head)")
     if args.reference == "torch":
         try:
             import torch  # noqa: F401
         except ImportError:
             raise UserError("--reference torch needs PyTorch: pip install torch (it is not a dependency)") from None
-    cfg = load_config(args.config, args.override)
-    if args.reference == "torch" and cfg["Arch"]["name"] not in ("LeNet", "LeNet_nopool") or cfg["Arch"]["pool"] \
-            not in (None, "max") and args.reference == "torch" or (args.reference and cfg["Arch"]["head"] == "gap"):
-        raise UserError("--reference torch has the notebook's LeNet and LeNet_nopool only (max pooling, FC head)")
     cfg["Global"]["vdl"] = False
+    from paddle_lenet.bench import benchmark
+
     r = benchmark(cfg, args.steps, args.warmup, args.pairs, args.reference, args.torch_threads)
     if args.json:
         print(json.dumps(r))

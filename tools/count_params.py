@@ -1,30 +1,32 @@
-"""Parameter counts (``sum(p.numel())``, as the notebook) and forward FLOPs of registered models.
+"""Parameter counts and forward FLOPs of registered models.
 
-``python tools/count_params.py`` prints a table of every model; ``--json`` prints
-``{"LeNet": 61706, ...}``; ``-c CONFIG [-o ...]`` restricts it to that config's model and options.
+``params`` is ``sum(p.numel())`` over ``parameters()``, as the notebook prints it; ``trainable`` leaves out
+``buffers`` (BatchNorm's running statistics, which paddle lists among the parameters). ``python
+tools/count_params.py`` prints a table of every model; ``--json`` prints ``{"LeNet": {"params": 61706,
+"trainable": 61706, "buffers": 0, "flops": 833040}, ...}``; ``-c CONFIG [-o ...]`` restricts it to that
+config's model and options.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from paddle_lenet.cli import run  # noqa: E402
+from paddle_lenet.cli import ArgParser, run  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgParser(description=__doc__.splitlines()[0])
     parser.add_argument("-c", "--config", help="count only this config's model (with its Arch options)")
     parser.add_argument("-o", "--override", action="append", default=[], metavar="Section.key=value")
-    parser.add_argument("--json", action="store_true", help="print {model: params} as JSON")
+    parser.add_argument("--json", action="store_true", help="print {model: {params, trainable, buffers, flops}} as JSON")
     args = parser.parse_args(argv)
     from paddle_lenet.config import load_config
     from paddle_lenet.flops import count_flops
-    from paddle_lenet.models import count_params, create_model, get_entry, list_models
+    from paddle_lenet.models import count_params, count_trainable, create_model, get_entry, list_models
 
     if args.config:
         cfg = load_config(args.config, args.override)
@@ -35,13 +37,16 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name, kw in specs:
         net = create_model(name, **kw)
-        rows.append((name, count_params(net), count_flops(net, get_entry(name).input_shape), get_entry(name)))
+        trainable, buffers = count_trainable(net)
+        rows.append((name, count_params(net), trainable, buffers, count_flops(net, get_entry(name).input_shape),
+                     get_entry(name)))
     if args.json:
-        print(json.dumps({name: params for name, params, _, _ in rows}))
+        print(json.dumps({name: {"params": p, "trainable": t, "buffers": b, "flops": f} for name, p, t, b, f, _ in rows}))
         return 0
-    print(f"{'model':<18} {'params':>11} {'FLOPs/img':>13}  input     seed")
-    for name, params, flops, e in rows:
-        print(f"{name:<18} {params:>11,} {flops:>13,}  {'x'.join(map(str, e.input_shape)):<9} {e.source}")
+    print(f"{'model':<18} {'params':>11} {'trainable':>11} {'buffers':>8} {'FLOPs/img':>13}  input     seed")
+    for name, params, trainable, buffers, flops, e in rows:
+        print(f"{name:<18} {params:>11,} {trainable:>11,} {buffers:>8,} {flops:>13,}  "
+              f"{'x'.join(map(str, e.input_shape)):<9} {e.source}")
     return 0
 
 

@@ -10,22 +10,23 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from paddle_lenet.cli import config_parser, run  # noqa: E402
+from paddle_lenet.cli import config_parser, positive_int, run  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = config_parser("Write a grid of dataset samples with labels as PNG.")
     parser.add_argument("--out", default="samples.png", help="output PNG path")
     parser.add_argument("--split", choices=("train", "test"), default="train")
-    parser.add_argument("--n", type=int, default=16, help="number of images (the first N of the split)")
+    parser.add_argument("--n", type=positive_int, default=16, help="number of images (the first N of the split)")
     args = parser.parse_args(argv)
     from paddle_lenet.config import load_config
+
+    cfg = load_config(args.config, args.override)
     from paddle_lenet.data import load_split
     from paddle_lenet.report import sample_grid
 
-    cfg = load_config(args.config, args.override)
     data = load_split(cfg["Data"]["name"], cfg["Data"]["root"], args.split)
-    sample_grid(data, args.n, args.out, title=f"{cfg['Data']['name']} {args.split}")
+    sample_grid(data, args.n, args.out, title=f"{data.info.description.split(' (')[0]}, {args.split} split: first {min(args.n, len(data))}")
     print(f"wrote {args.out}")
     return 0
 

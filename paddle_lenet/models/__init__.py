@@ -2,6 +2,6 @@
 
 from . import lenet  # noqa: F401  (registration side effects)
 from . import allcnn  # noqa: F401
-from .registry import count_params, create_model, get_entry, list_models, model_kwargs, register_model
+from .registry import count_params, count_trainable, create_model, get_entry, list_models, model_kwargs, register_model
 
-__all__ = ["count_params", "create_model", "get_entry", "list_models", "model_kwargs", "register_model"]
+__all__ = ["count_params", "count_trainable", "create_model", "get_entry", "list_models", "model_kwargs", "register_model"]

@@ -68,5 +68,16 @@ def create_model(name: str, **kwargs: Any) -> paddle.nn.Layer:
 
 
 def count_params(model: paddle.nn.Layer) -> int:
-    """Parameter count exactly as the notebook prints it: sum of ``numel()`` over parameters."""
+    """Parameter count exactly as the notebook prints it: sum of ``numel()`` over ``parameters()``.
+
+    Paddle's ``parameters()`` includes BatchNorm's running mean and variance (not trained); see
+    :func:`count_trainable` for the count a paper would state.
+    """
     return int(sum(int(p.numel()) for p in model.parameters()))
+
+
+def count_trainable(model: paddle.nn.Layer) -> tuple[int, int]:
+    """``(trainable, buffers)``: values the optimizer updates, and running statistics it does not."""
+    params = list(model.parameters())
+    trainable = sum(int(p.numel()) for p in params if not p.stop_gradient)
+    return int(trainable), int(sum(int(p.numel()) for p in params) - trainable)

@@ -1,0 +1,240 @@
+"""The README's "Guarantees", each as a real subprocess test: one owner per run folder, honest resume,
+damaged checkpoints, overwrite that only touches the package's files, signals from the first instant, a full
+disk, eval/export that read the run, predict with bad files, benchmark step counting, the dashboard."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from .conftest import MNIST5K, ROOT, metrics, mnist_args, read_vdl, tool
+
+
+def one_error_line(p: subprocess.CompletedProcess, code: int = 2, *needles: str) -> str:
+    assert p.returncode == code, (p.returncode, p.stdout[-1500:], p.stderr[-2000:])
+    assert "Traceback" not in p.stderr, p.stderr[-3000:]
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1, p.stderr[-2000:]
+    for n in needles:
+        assert n in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def run2(tmp_path_factory) -> str:
+    """LeNet, 2 epochs on MNIST5k, finished."""
+    out = str(tmp_path_factory.mktemp("g"))
+    tool("train", *mnist_args(out, "r", "configs/lenet.yml", 2), check=True)
+    return out
+
+
+def test_second_process_into_a_run_folder_is_refused(tmp_path) -> None:
+    args = [sys.executable, os.path.join(ROOT, "tools", "train.py"), *mnist_args(str(tmp_path), "x", "configs/lenet.yml", 3)]
+    first = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    for line in first.stdout:
+        if "epoch 1/3 step" in line:
+            break
+    p = tool("train", *mnist_args(str(tmp_path), "x", "configs/lenet.yml", 3), "-o", "Global.overwrite=true")
+    one_error_line(p, 2, "is in use by PID", str(first.pid))
+    first.stdout.read()
+    assert first.wait(timeout=300) == 0
+    m = metrics(str(tmp_path), "x")
+    cfg = open(os.path.join(tmp_path, "x", "config.yml")).read()
+    assert m["epochs"] == 3 and "overwrite: false" in cfg  # the first run's files, untouched by the second
+
+
+def test_resume_cannot_shrink_a_run_but_can_extend_it(run2, tmp_path) -> None:
+    shutil.copytree(os.path.join(run2, "r"), tmp_path / "r")
+    one_error_line(tool("train", *mnist_args(str(tmp_path), "r", "configs/lenet.yml", 1), "-o", "Global.resume=true"),
+                   2, "already trained 2 epochs")
+    assert metrics(str(tmp_path), "r")["epochs"] == 2
+    tool("train", *mnist_args(str(tmp_path), "r", "configs/lenet.yml", 3), "-o", "Global.resume=true", check=True)
+    ext = metrics(str(tmp_path), "r")
+    tool("train", *mnist_args(str(tmp_path), "fresh", "configs/lenet.yml", 3), check=True)
+    fresh = metrics(str(tmp_path), "fresh")
+    assert ext["epochs"] == 3 and ext["steps"] == fresh["steps"]
+    assert (ext["loss"], ext["acc_top1"], ext["history"]) == (fresh["loss"], fresh["acc_top1"], fresh["history"])
+
+
+def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(run2, tmp_path) -> None:
+    shutil.copytree(os.path.join(run2, "r"), tmp_path / "r")
+    os.remove(tmp_path / "r" / "metrics.json")
+    p = tmp_path / "r" / "checkpoints" / "epoch_2.pdparams"
+    p.write_bytes(p.read_bytes()[:1000])  # truncated by a disk error
+    r = tool("train", *mnist_args(str(tmp_path), "r", "configs/lenet.yml", 2), "-o", "Global.resume=true", check=True)
+    assert "checkpoint 'epoch_2'" in r.stderr and "falling back to 'epoch_1'" in r.stderr and "Traceback" not in r.stderr
+    assert metrics(str(tmp_path), "r")["acc_top1"] == metrics(run2, "r")["acc_top1"]  # epoch 2 re-trained exactly
+
+
+def test_eval_of_a_damaged_final_checkpoint_is_one_line(run2, tmp_path) -> None:
+    shutil.copytree(os.path.join(run2, "r"), tmp_path / "r")
+    (tmp_path / "r" / "checkpoints" / "final.pdparams").write_bytes(b"\x80garbage")
+    one_error_line(tool("eval", "-c", str(tmp_path / "r")), 2, "cannot be read")
+
+
+def test_overwrite_removes_only_the_packages_files(run2, tmp_path) -> None:
+    shutil.copytree(os.path.join(run2, "r"), tmp_path / "r")
+    mine = [tmp_path / "r" / "notes.txt", tmp_path / "r" / "checkpoints" / "my_model.pdparams",
+            tmp_path / "r" / "vdl" / "keep.me"]
+    for f in mine:
+        f.write_text("user data")
+    tool("train", *mnist_args(str(tmp_path), "r", "configs/lenet.yml", 1), "-o", "Global.overwrite=true", check=True)
+    assert all(f.read_text() == "user data" for f in mine)
+    assert metrics(str(tmp_path), "r")["epochs"] == 1
+    assert not (tmp_path / "r" / "checkpoints" / "epoch_2.pdparams").exists()
+
+
+def test_failed_start_leaves_nothing_and_the_corrected_command_runs(tmp_path) -> None:
+    p = tool("train", *mnist_args(str(tmp_path), "x", "configs/lenet.yml", 1), "-o", "Arch.name=LeNet5_classic",
+             "-o", "Arch.head=gap")
+    one_error_line(p, 2, "no option Arch.head")
+    assert not (tmp_path / "x").exists()
+    tool("train", *mnist_args(str(tmp_path), "x", "configs/lenet.yml", 1), check=True)
+
+
+@pytest.mark.parametrize("delay", [0.05, 0.6])
+def test_signal_at_start_up_exits_130_in_one_line(tmp_path, delay: float) -> None:
+    args = [sys.executable, os.path.join(ROOT, "tools", "train.py"), *mnist_args(str(tmp_path), "x", "configs/lenet.yml", 1)]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(delay)  # during Python's start-up or paddle's import
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (proc.returncode, err)
+    assert "Traceback" not in err and len(err.strip().splitlines()) <= 1 and "SIGINT" in err
+    assert not os.path.exists(os.path.join(tmp_path, "x", "metrics.json"))
+    tool("train", *mnist_args(str(tmp_path), "x", "configs/lenet.yml", 1), check=True)  # nothing blocks the re-run
+
+
+def test_full_disk_is_one_line_and_leaves_no_tmp(tmp_path) -> None:
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("mounting a small tmpfs needs root")
+    try:
+        p = tool("train", *mnist_args(str(mnt), "x", "configs/lenet.yml", 1))
+        one_error_line(p, 2, "No space left on device", "free some space")
+        left = [os.path.join(d, f) for d, _, fs in os.walk(mnt) for f in fs if ".tmp" in f]
+        assert not left, left
+    finally:
+        subprocess.run(["umount", str(mnt)])
+
+
+def test_eval_and_export_read_the_run(run2, tmp_path) -> None:
+    """Trained on a copy of the MNIST files via Data.root: eval/export need no override; other data is refused."""
+    data = tmp_path / "mnist"
+    shutil.copytree(MNIST5K, data)
+    out = str(tmp_path / "o")
+    tool("train", "-c", os.path.join(ROOT, "configs/lenet.yml"), "-o", "Data.name=MNIST", "-o", f"Data.root={data}",
+         "-o", f"Global.output_dir={out}", "-o", "Global.name=m", "-o", "Global.epochs=1", check=True)
+    run = os.path.join(out, "m")
+    ev = json.loads(tool("eval", "-c", run, check=True).stdout.strip().splitlines()[-1])
+    assert ev["acc_top1"] == metrics(out, "m")["acc_top1"]
+    # the same file names with other content (here: every test image mirrored) are another test set
+    other = tmp_path / "other"
+    shutil.copytree(MNIST5K, other)
+    f = other / "t10k-images-idx3-ubyte.gz"
+    raw = bytearray(gzip.decompress(f.read_bytes()))
+    imgs = np.frombuffer(bytes(raw[16:]), np.uint8).reshape(-1, 28, 28)[:, :, ::-1]
+    f.write_bytes(gzip.compress(bytes(raw[:16]) + imgs.tobytes()))
+    one_error_line(tool("eval", "-c", run, "-o", f"Data.root={other}"), 2, "not the test set", "--other-data")
+    one_error_line(tool("eval", "-c", run, "-o", "Data.name=MNIST5k", "-o", "Data.root=null"), 2, "trained on MNIST")
+    ok = json.loads(tool("eval", "-c", run, "-o", f"Data.root={other}", "--other-data", check=True).stdout.splitlines()[-1])
+    assert ok["acc_top1"] < ev["acc_top1"]
+    shutil.rmtree(data)  # export needs no data: it verifies on random images then
+    rep = json.loads(tool("export", "-c", run, "--out", str(tmp_path / "exp"), check=True).stdout.splitlines()[-1])
+    assert "random images" in rep["verified_on"] and rep["paddle_inference_max_abs_diff"] < 1e-4
+
+
+def test_predict_reports_bad_files_and_keeps_the_good(run2, tmp_path) -> None:
+    exp = str(tmp_path / "exp")
+    tool("export", "-c", os.path.join(run2, "r"), "--out", exp, check=True)
+    from paddle_lenet.data import load_split
+
+    data = load_split("MNIST5k", None, "test")
+    good = [str(tmp_path / f"d{i}.png") for i in range(3)]
+    for i, path in enumerate(good):
+        Image.fromarray((data.images[i, 0] * 255).astype(np.uint8)).save(path)
+    # the same digit with an alpha channel: white ink on a transparent background over... black ink on white
+    rgba = np.zeros((28, 28, 4), np.uint8)
+    rgba[..., 3] = (data.images[0, 0] * 255).astype(np.uint8)  # black strokes, transparent elsewhere
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "alpha.png")
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
+    p = tool("predict", "--model-dir", exp, good[0], str(bad), good[1], good[2], "--json")
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert p.stderr.strip().splitlines() == [l for l in p.stderr.strip().splitlines() if "broken.png" in l] and \
+        len(p.stderr.strip().splitlines()) == 1
+    rows = [json.loads(l) for l in p.stdout.strip().splitlines()]
+    assert [r["file"] for r in rows] == good
+    assert [r["top1"] for r in rows] == [int(v) for v in data.labels[:3, 0]]
+    inv = json.loads(tool("predict", "--model-dir", exp, str(tmp_path / "alpha.png"), "--invert", "--json",
+                          check=True).stdout.splitlines()[0])
+    assert inv["top1"] == int(data.labels[0, 0])  # composited over white, then inverted: the digit again
+
+
+def test_benchmark_counts_steps_across_epochs(tmp_path) -> None:
+    # MNIST5k with train_limit 640 has 10 batches of 64 per epoch: 25 steps span three epochs
+    p = tool("benchmark", "-c", os.path.join(ROOT, "configs/lenet.yml"), "-o", "Data.name=MNIST5k",
+             "-o", "Data.train_limit=640", "--steps", "25", "--warmup", "0", "--pairs", "1", "--json", check=True)
+    r = json.loads(p.stdout.strip().splitlines()[-1])
+    assert r["steps"] == 25 and 0 < r["train_images_per_second"] < 200_000
+
+
+def test_vdl_train_curves_are_per_batch(run2) -> None:
+    acc = read_vdl(os.path.join(run2, "r", "vdl"), "train/acc_top1")
+    # a batch of 64 (the last one: 32) has accuracies k/64 (k/32); hapi's running mean would not be
+    assert all(abs(v * 64 - round(v * 64)) < 1e-4 for v in acc.values())
+    assert len(acc) == 126 and min(acc.values()) < 0.5 < max(acc.values())
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_dashboard_serves_every_locale_with_the_logged_values(run2) -> None:
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "tools", "dashboard.py"), "--logdir", run2,
+                             "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}/app"
+    try:
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(base + "/api/runs", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+
+        def get(path: str, lang: str | None = None) -> tuple[int, bytes]:
+            req = urllib.request.Request(base + path, headers={"Accept-Language": lang} if lang else {})
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status, r.read()
+
+        for lang in (None, "de-DE,de;q=0.9", "zh-CN", "fr"):
+            assert get("/scalar", lang)[0] == 200
+        status, body = get("/api/runs")
+        assert status == 200 and json.loads(body)["data"] == ["r"]  # the run's name, not r/vdl
+        status, body = get("/api/scalar/list?run=r&tag=eval/acc_top1")
+        got = [round(v, 6) for _, _, v in json.loads(body)["data"]]
+        assert got == [round(h["acc_top1"], 6) for h in metrics(run2, "r")["history"]]
+        status, body = get("/api/hparams/list")
+        hp = json.loads(body)["data"][0]["hparams"]
+        assert status == 200 and hp["Arch.name"] == "LeNet" and hp["Global.seed"] == 0
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr.read()
