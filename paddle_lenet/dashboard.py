@@ -10,6 +10,7 @@ at start-up) is off.
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 from .errors import UserError
@@ -63,3 +64,7 @@ def serve(logdir: str, host: str, port: int, language: str | None = None) -> Non
         pass
     finally:
         server.server_close()
+        print("dashboard stopped", flush=True)
+        sys.stderr.flush()
+        # VisualDL's log readers run in non-daemon threads that would keep the process alive after Ctrl-C
+        os._exit(0)

@@ -26,7 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     from paddle_lenet.report import sample_grid
 
     data = load_split(cfg["Data"]["name"], cfg["Data"]["root"], args.split)
-    sample_grid(data, args.n, args.out, title=f"{data.info.description.split(' (')[0]}, {args.split} split: first {min(args.n, len(data))}")
+    name = data.info.description.split(" (")[0]
+    sample_grid(data, args.n, args.out, title=f"{name}, {args.split} split: first {min(args.n, len(data))}")
     print(f"wrote {args.out}")
     return 0
 
