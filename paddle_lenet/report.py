@@ -106,13 +106,13 @@ def study_figures(summary: dict[str, Any], folder: str) -> list[str]:
     ax.axvline(100 * stats_[ref][0], color="tab:red", lw=0.8, ls="--")
     ax.set_yticks(range(len(order)), [f"{label} (reference)" if label == ref else label for label in order])
     ax.set(xlabel="test accuracy, top-1 (%)",
-           title=f"{summary['study']}: mean and 95% CI over {n_seeds} seed{'s' if n_seeds != 1 else ''} (grey: each run)")
+           title=f"{summary['study']}\nmean and 95% CI over {n_seeds} seed{'s' if n_seeds != 1 else ''}; grey dots: each run")
     ax.grid(axis="x", alpha=0.3)
     written.append(_save(fig, folder, "forest.png"))
 
-    # accuracy vs cost: only axes on which the models differ
+    # accuracy vs cost: only axes on which every model has its own x (shared x values pile up unreadably)
     costs = [("train_seconds_mean", "training time per run (s)")]
-    if len({m["flops"] for m in models.values()}) > 1:
+    if len({m["flops"] for m in models.values()}) == len(models) > 1:
         costs.insert(0, ("flops", "forward FLOPs per image (millions)"))
     fig, axes = plt.subplots(1, len(costs), figsize=(5.4 * len(costs), 4.2), squeeze=False)
     for ax, (key, xlabel) in zip(axes[0], costs, strict=True):
