@@ -163,3 +163,32 @@ def benchmark(cfg: dict[str, Any], steps: int, warmup: int, pairs: int, referenc
         result["ratios"] = [round(r, 3) for r in ratios]
     result["peak_rss_mb"] = round(peak_rss_mb(), 1)
     return result
+
+
+FAMILY = [("LeNet", {}), ("LeNet_nopool", {})] + [(f"LeNet pool={p}", {"pool": p}) for p in
+          ("avg", "lp", "mixed", "stochastic", "soft", "lip", "dpp")] + [
+    ("LeNet head=gap", {"head": "gap"}), ("LeNet5_classic", {}), ("LeNet_BN", {}), ("LeNet_BN_strided", {})]
+
+
+def benchmark_family(cfg: dict[str, Any], steps: int, warmup: int, pairs: int, reference: str | None,
+                     torch_threads: int | None) -> list[dict[str, Any]]:
+    """:func:`benchmark` for every LeNet-family configuration, one after the other, same data and settings.
+
+    The torch reference runs only for the notebook's two models (it has no other operators).
+    """
+    import copy
+
+    rows = []
+    for label, arch in FAMILY:
+        c = copy.deepcopy(cfg)
+        name = label.split(" ")[0]
+        c["Arch"].update(name=name, pool=arch.get("pool"), head=arch.get("head"), pool_p=None)
+        ref = reference if label in ("LeNet", "LeNet_nopool") else None
+        r = benchmark(c, steps, warmup, pairs, ref, torch_threads)
+        r["label"] = label
+        rows.append(r)
+        print(f"{label}: {r['train_images_per_second']:,.0f} img/s", flush=True)
+    base = rows[0]["train_images_per_second"]
+    for r in rows:
+        r["vs_lenet"] = r["train_images_per_second"] / base
+    return rows

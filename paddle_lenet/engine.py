@@ -28,7 +28,7 @@ from .data import DATASETS, ArrayData, ArrayLoader, EpochBatchSampler, fingerpri
 from .errors import ConfigError, TrainingStopped, UserError
 from .files import makedirs, write_json, write_text
 from .flops import count_flops
-from .models import count_params, count_trainable, create_model, get_entry, model_kwargs
+from .models import arch_revision, count_params, count_trainable, create_model, get_entry, model_kwargs
 from .runfolder import RunFolder
 
 
@@ -283,7 +283,8 @@ class Run:
         return {"epoch": self.epoch, "step": self.step_in_epoch, "global_step": self.global_step,
                 "train_seconds": self.train_seconds, "steps_per_epoch": self.steps_per_epoch,
                 "seed": self.cfg["Global"]["seed"], "history": self.history, "rng": paddle.get_rng_state(),
-                "numpy_rng": np.random.get_state(), "loss_sum": self.loss_sum, "loss_n": self.loss_n}
+                "numpy_rng": np.random.get_state(), "loss_sum": self.loss_sum, "loss_n": self.loss_n,
+                "arch_revision": arch_revision(self.cfg["Arch"])}
 
     def restore(self, state: dict[str, Any]) -> None:
         self.epoch, self.step_in_epoch = state["epoch"], state["step"]
@@ -389,6 +390,11 @@ def _train(cfg: dict[str, Any], exp: Experiment, folder: RunFolder, resume_state
         print(dump(cfg), end="", flush=True)
     if resume_state is not None:
         net_state, opt_state, state = resume_state
+        want = exp.net.state_dict()
+        if set(net_state) != set(want) or any(list(net_state[k].shape) != list(want[k].shape) for k in want) \
+                or state.get("arch_revision", 1) != arch_revision(cfg["Arch"]):
+            raise ConfigError(f"cannot resume '{d}': its checkpoint holds another network than Arch now builds "
+                              f"(the operator's definition changed since); start it again with -o Global.overwrite=true")
         exp.net.set_state_dict(net_state)
         exp.model._optimizer.set_state_dict(opt_state)
         run.restore(state)
@@ -451,6 +457,7 @@ def _train(cfg: dict[str, Any], exp: Experiment, folder: RunFolder, resume_state
         metrics = {
             "model": cfg["Arch"]["name"], "dataset": cfg["Data"]["name"], "params": exp.param_count(),
             "trainable_params": count_trainable(exp.net)[0], "buffers": count_trainable(exp.net)[1],
+            "arch_revision": arch_revision(cfg["Arch"]),
             "flops": exp.flops(), "epochs": run.epochs, "seed": cfg["Global"]["seed"], **eval_logs,
             "train_seconds": round(run.train_seconds, 3), "steps": run.global_step,
             "train_samples": len(exp.train_data), "test_samples": len(exp.test_data),

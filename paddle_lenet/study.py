@@ -149,6 +149,12 @@ def job_state(job: dict[str, Any], shifts: list[int]) -> str:
         return "stale: it has no config.yml to compare with"
     if not os.path.exists(rf.metrics_path):
         return "partial" if rf.holds_run() else "new"
+    from .models import arch_revision
+
+    recorded = _read(rf.metrics_path).get("arch_revision", 1)
+    if recorded != arch_revision(job["cfg"]["Arch"]):
+        return (f"stale: it was trained with revision {recorded} of its network, which has since been corrected "
+                f"(now revision {arch_revision(job['cfg']['Arch'])})")
     spath = os.path.join(rf.dir, "shift.json")
     if not os.path.exists(spath) or set(_read(spath)) != {str(k) for k in shifts}:
         return "shift"  # trained; the shift test is missing or measured other shifts

@@ -64,21 +64,95 @@ def test_stochastic_pooling_train_and_eval() -> None:
     assert one(StochasticPool(), [[0.0, 0.0], [0.0, 0.0]]) == 0.0
 
 
-def test_lip_weights() -> None:
-    pool = LIPPool(channels=1)
-    w = np.zeros([1, 1, 3, 3], "float32")
-    w[0, 0, 1, 1] = 1.0  # logit = 12·sigmoid(x): weight exp(12σ(x_i))
-    pool.logit.weight.set_value(w)
-    pool.logit.bias.set_value(np.zeros([1], "float32"))
-    assert one(pool) == pytest.approx(3.2952171683945277, rel=1e-5)
-    pool.logit.weight.set_value(np.zeros_like(w))  # constant logits: plain average
-    assert one(pool) == pytest.approx(2.5, rel=1e-6)
+def _np_lip(x: np.ndarray, weight: np.ndarray, gamma: np.ndarray, beta: np.ndarray) -> np.ndarray:
+    """LIP by the authors' definition, in numpy loops: bias-free 3×3 conv → affine instance norm →
+    12·sigmoid → e^logit, then weighted means over 3×3 windows, stride 2, padding 1 (valid pixels only)."""
+    n, c, h, w = x.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    conv = np.zeros_like(x, dtype="float64")
+    for i in range(h):
+        for j in range(w):
+            conv[:, :, i, j] = np.einsum("nkab,okab->no", xp[:, :, i:i + 3, j:j + 3], weight)
+    mu = conv.mean(axis=(2, 3), keepdims=True)
+    var = conv.var(axis=(2, 3), keepdims=True)
+    norm = (conv - mu) / np.sqrt(var + 1e-5) * gamma[None, :, None, None] + beta[None, :, None, None]
+    e = np.exp(12.0 / (1.0 + np.exp(-norm)))
+    ho, wo = (h + 2 - 3) // 2 + 1, (w + 2 - 3) // 2 + 1
+    out = np.zeros((n, c, ho, wo))
+    for i in range(ho):
+        for j in range(wo):
+            r = slice(max(2 * i - 1, 0), min(2 * i + 2, h))
+            q = slice(max(2 * j - 1, 0), min(2 * j + 2, w))
+            out[:, :, i, j] = (x[:, :, r, q] * e[:, :, r, q]).sum((2, 3)) / e[:, :, r, q].sum((2, 3))
+    return out
 
 
-def test_dpp_weights() -> None:
-    # α = λ = softplus(0) = ln 2, x̃ = window mean 2.5: w = ln2 + ((x − 2.5)² + ε²)^(ln2/2)
-    assert one(DPPPool(channels=1), [[0.0, 1.0], [2.0, 7.0]]) == pytest.approx(3.1091318453096397, rel=1e-5)
-    assert one(DPPPool(channels=1), [[5.0, 5.0], [5.0, 5.0]]) == pytest.approx(5.0)
+def test_lip_is_the_authors_simplified_lip() -> None:
+    rng = np.random.default_rng(0)
+    pool = LIPPool(channels=3)
+    assert [list(p.shape) for p in pool.parameters()] == [[3, 3, 3, 3], [3], [3]]  # conv (no bias), norm scale/shift
+    assert not pool.conv.weight.numpy().any()  # the authors' init: LIP starts as 3×3 averaging
+    x = rng.normal(size=(2, 3, 10, 10)).astype("float32")
+    start = pool(paddle.to_tensor(x)).numpy()
+    np.testing.assert_allclose(start, _np_lip(x, np.zeros((3, 3, 3, 3)), np.ones(3), np.zeros(3)), atol=1e-5)
+    weight = rng.normal(scale=0.3, size=(3, 3, 3, 3)).astype("float32")
+    gamma, beta = rng.uniform(0.5, 1.5, 3).astype("float32"), rng.normal(size=3).astype("float32")
+    pool.conv.weight.set_value(weight)
+    pool.norm.scale.set_value(gamma)
+    pool.norm.bias.set_value(beta)
+    got = pool(paddle.to_tensor(x)).numpy()
+    assert got.shape == (2, 3, 5, 5)
+    np.testing.assert_allclose(got, _np_lip(x, weight, gamma, beta), atol=2e-5)
+
+
+def _np_dpp(x: np.ndarray, lam: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """DPP symmetric lite (Saeedan et al. 2018, the authors' Torch modules), one 2×2 window at a time."""
+    n, c, h, w = x.shape
+    out = np.zeros((n, c, h // 2, w // 2))
+    for b in range(n):
+        for k in range(c):
+            for i in range(h // 2):
+                for j in range(w // 2):
+                    win = x[b, k, 2 * i:2 * i + 2, 2 * j:2 * j + 2].astype("float64").ravel()
+                    d = (win - win.mean()) ** 2 + 1e-3
+                    wt = (d / d.mean()) ** (np.exp(lam[k]) / 2) + np.exp(min(alpha[k], 10.0))
+                    out[b, k, i, j] = (wt * win).sum() / wt.sum()
+    return out
+
+
+def test_dpp_is_the_authors_symmetric_lite() -> None:
+    rng = np.random.default_rng(1)
+    pool = DPPPool(channels=4)
+    bound = 1 / np.sqrt(4)
+    assert all(np.abs(p.numpy()).max() <= bound for p in pool.parameters())  # U(±1/√C) as the authors' reset()
+    x = rng.normal(size=(2, 4, 6, 6)).astype("float32")
+    lam, alpha = rng.normal(size=4).astype("float32"), np.array([-1.0, 0.0, 2.0, 12.0], "float32")  # 12: capped at 10
+    pool.lam.set_value(lam.reshape(1, 4, 1, 1, 1))
+    pool.alpha.set_value(alpha.reshape(1, 4, 1, 1, 1))
+    np.testing.assert_allclose(pool(paddle.to_tensor(x)).numpy(), _np_dpp(x, lam, alpha), rtol=1e-5, atol=1e-6)
+    assert one(pool, [[5.0, 5.0], [5.0, 5.0]]) == pytest.approx(5.0)  # a flat window is its own value
+
+
+def test_stochastic_pooling_on_signed_windows() -> None:
+    pool = StochasticPool()
+    assert one(pool, [[-3.0, -1.0], [-2.0, -5.0]]) == -1.0  # nothing positive: the window's maximum
+    assert one(pool, [[-3.0, 1.0], [3.0, -5.0]]) == pytest.approx(2.5)  # positive parts: (1·1 + 3·3) / 4
+    paddle.seed(0)
+    pool.train()
+    neg = pool(paddle.to_tensor(np.tile(np.array([[-3.0, -1.0], [-2.0, -5.0]], "float32"), (1, 1, 20, 20))))
+    assert set(np.unique(neg.numpy())) == {-1.0}  # sampling too: all mass on the maximum
+    mixed = pool(paddle.to_tensor(np.tile(np.array([[-3.0, 1.0], [3.0, -5.0]], "float32"), (1, 1, 60, 60)))).numpy()
+    assert set(np.unique(mixed)) == {1.0, 3.0} and abs((mixed == 3.0).mean() - 0.75) < 0.03
+
+
+def test_lenet5_classic_biases_start_as_in_seed_001() -> None:
+    from paddle_lenet.models import create_model
+
+    paddle.seed(0)
+    net = create_model("LeNet5_classic")
+    for layer, fan_in in ((net.conv1, 25), (net.conv2, 150), (net.linear1, 400), (net.linear2, 120), (net.linear3, 84)):
+        b = layer.bias.numpy()
+        assert np.abs(b).max() <= 1 / np.sqrt(fan_in) + 1e-7 and np.abs(b).max() > 0.3 / np.sqrt(fan_in)
 
 
 @pytest.mark.parametrize("option", ["avg", "lp", "mixed", "stochastic", "soft", "lip", "dpp", "gap"])

@@ -131,10 +131,11 @@ def test_interrupted_study_stops_workers_and_continues(tmp_path) -> None:
 def test_holm_matches_hand_computation() -> None:
     from paddle_lenet.stats import holm
 
-    # sorted p: 0.005·4 = 0.02, 0.01·3 = 0.03, 0.03·2 = 0.06, max(0.04·1, 0.06) = 0.06; NaN stays out of the family
+    # sorted p: 0.005·4 = 0.02, 0.01·3 = 0.03, 0.03·2 = 0.06, max(0.04·1, 0.06) = 0.06; NaN stays out of the family;
+    # [0.9, 0.8]: 0.8·2 = 1.6 caps at 1, and 0.9 may not fall below it
     got = holm([0.01, 0.04, 0.03, float("nan"), 0.005])
     assert got[:3] == pytest.approx([0.03, 0.06, 0.06]) and got[4] == pytest.approx(0.02) and got[3] != got[3]
-    assert holm([0.9, 0.8]) == pytest.approx([0.9, 0.9]) and holm([0.6, 0.7, 0.01]) == pytest.approx([1.0, 1.0, 0.03])
+    assert holm([0.9, 0.8]) == pytest.approx([1.0, 1.0]) and holm([0.6, 0.7, 0.01]) == pytest.approx([1.0, 1.0, 0.03])
 
 
 def test_gpu_slots_give_each_worker_its_device() -> None:
@@ -188,3 +189,23 @@ def test_shards_in_parallel_then_report_equal_the_whole_study(study, tmp_path) -
     assert "1 of 4 runs are missing" in p.stdout and "LeNet/seed_1" in p.stdout
     report = open(os.path.join(tmp_path, "pooling_vs_stride", "report.md")).read()
     assert "**Incomplete:** 1 run(s) missing: LeNet/seed_1" in report
+
+
+def test_a_run_of_an_older_operator_definition_is_stale(tmp_path) -> None:
+    """A finished run recorded with an earlier revision of its operator is not this study's number."""
+    from paddle_lenet.config import dump
+    from paddle_lenet.study import job_state, load_study
+
+    study = tmp_path / "s.yml"
+    study.write_text(f"Global: {{epochs: 1, output_dir: {tmp_path}}}\nData: {{name: MNIST5k}}\n"
+                     "Study: {seeds: 1, models: [{label: lip, overrides: {Arch.pool: lip}}]}\n")
+    _, (job,) = load_study(str(study), [])
+    folder = os.path.join(job["cfg"]["Global"]["output_dir"], job["cfg"]["Global"]["name"])
+    os.makedirs(folder)
+    open(os.path.join(folder, "config.yml"), "w").write(dump(job["cfg"]))
+    json.dump({"shift": 1}, open(os.path.join(folder, "shift.json"), "w"))
+    json.dump({"0": 0.9, "1": 0.8, "2": 0.7, "3": 0.6, "4": 0.5}, open(os.path.join(folder, "shift.json"), "w"))
+    json.dump({"acc_top1": 0.9}, open(os.path.join(folder, "metrics.json"), "w"))  # no revision: the first one
+    assert job_state(job, [0, 1, 2, 3, 4]).startswith("stale: it was trained with revision 1")
+    json.dump({"acc_top1": 0.9, "arch_revision": 2}, open(os.path.join(folder, "metrics.json"), "w"))
+    assert job_state(job, [0, 1, 2, 3, 4]) == "done"

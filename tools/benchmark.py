@@ -25,6 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reference", choices=("torch",), help="also time an equivalent PyTorch eager loop")
     parser.add_argument("--torch-threads", type=positive_int, help="torch.set_num_threads (default: torch's own)")
     parser.add_argument("--json", action="store_true", help="print one JSON object on the last line")
+    parser.add_argument("--all", action="store_true",
+                        help="every LeNet-family configuration (each Arch.pool, the GAP head, LeNet5_classic, LeNet_BN, "
+                             "its strided twin), as a table of img/s relative to max-pool LeNet")
     args = parser.parse_args(argv)
     from paddle_lenet.config import load_config
 
@@ -39,7 +42,19 @@ def main(argv: list[str] | None = None) -> int:
         except ImportError:
             raise UserError("--reference torch needs PyTorch: pip install torch (it is not a dependency)") from None
     cfg["Global"]["vdl"] = False
-    from paddle_lenet.bench import benchmark
+    from paddle_lenet.bench import benchmark, benchmark_family
+
+    if args.all:
+        rows = benchmark_family(cfg, args.steps, args.warmup, args.pairs, args.reference, args.torch_threads)
+        if args.json:
+            print(json.dumps(rows))
+        else:
+            print(f"{'configuration':<28} {'train img/s':>12} {'vs LeNet':>9} {'vs torch':>9} {'eval img/s':>11}")
+            for r in rows:
+                torch_ratio = f"{r['ratio_vs_torch']:.2f}x" if "ratio_vs_torch" in r else "-"
+                print(f"{r['label']:<28} {r['train_images_per_second']:>12,.0f} {r['vs_lenet']:>8.2f}x "
+                      f"{torch_ratio:>9} {r['eval_images_per_second']:>11,.0f}")
+        return 0
 
     r = benchmark(cfg, args.steps, args.warmup, args.pairs, args.reference, args.torch_threads)
     if args.json:

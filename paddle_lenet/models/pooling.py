@@ -22,10 +22,13 @@ def windows(x: paddle.Tensor, k: int = 2) -> paddle.Tensor:
 
 
 class LpPool(nn.Layer):
-    """Power-average pooling (Σ|x|^p)^(1/p): p=1 is sum pooling, p→∞ tends to max.
+    """Lp pooling as ``nn.LPPool2D`` defines it: the power *sum* (Σ|x|^p)^(1/p) over each window.
 
-    The absolute value matters in the faithful LeNet, whose second pool sees un-ReLU'd (signed)
-    conv outputs; the clip keeps the gradient finite on all-zero windows.
+    That is 4^(1/p) times the power *mean* of a 2×2 window (Sermanet et al. 2012 weight the sum with a
+    Gaussian; Paddle's and PyTorch's LPPool use uniform weights, as here). p = 1 is sum pooling, p → ∞ tends to
+    max. Deliberate deviation from ``nn.LPPool2D``: the absolute value, because the faithful LeNet's second
+    pool sees un-ReLU'd (signed) conv outputs and a negative sum has no real p-th root; the clip keeps the
+    gradient finite on all-zero windows.
     """
 
     def __init__(self, p: float = 3.0, kernel_size: int = 2) -> None:
@@ -40,7 +43,8 @@ class LpPool(nn.Layer):
 class MixedPool(nn.Layer):
     """Mixed pooling (Yu et al. 2014): each window randomly max or average during training.
 
-    At inference the fixed rule is the training-time expectation, 0.5·max + 0.5·avg.
+    At inference the fixed rule is the training-time expectation, 0.5·max + 0.5·avg. (Not verified against
+    the paper's text, which was not at hand; the per-window choice of λ ∈ {0, 1} is the paper's.)
     """
 
     def __init__(self, kernel_size: int = 2) -> None:
@@ -57,10 +61,14 @@ class MixedPool(nn.Layer):
 
 
 class StochasticPool(nn.Layer):
-    """Stochastic pooling (Zeiler & Fergus 2013): p_i = a_i / Σa_j within each window.
+    """Stochastic pooling (Zeiler & Fergus, ICLR 2013): p_i = a_i / Σ_j a_j within each window.
 
-    Training samples one activation by p; inference returns Σ p_i a_i. Probabilities use max(a, 0)
-    (the paper assumes ReLU inputs); an all-zero window falls back to uniform.
+    Training samples one activation with probability p_i; inference returns the probabilistic weighting
+    Σ p_i a_i. The paper defines p for non-negative (post-ReLU) activations; the faithful LeNet's pool2 sees
+    signed conv outputs, so here p uses the positive parts max(a, 0) — the definition restricted to them —
+    and a window with no positive activation takes its maximum. That is the limit of the definition: as the
+    last positive activation of a window shrinks to 0, all probability mass sits on it, the window's maximum.
+    (It replaces an earlier uniform draw that nothing in the paper motivates.)
     """
 
     def __init__(self, kernel_size: int = 2) -> None:
@@ -70,8 +78,8 @@ class StochasticPool(nn.Layer):
     def probs(self, w: paddle.Tensor) -> paddle.Tensor:
         a = F.relu(w)
         s = a.sum(-1, keepdim=True)
-        uniform = paddle.full_like(a, 1.0 / a.shape[-1])
-        return paddle.where(s > 0, a / paddle.clip(s, min=1e-12), uniform)
+        at_max = F.one_hot(w.argmax(-1), w.shape[-1]).astype(w.dtype)
+        return paddle.where(s > 0, a / paddle.clip(s, min=1e-30), at_max)
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         w = windows(x, self.k)
@@ -97,41 +105,57 @@ class SoftPool(nn.Layer):
 
 
 class LIPPool(nn.Layer):
-    """Local importance pooling (Gao et al. 2019): Σ exp(logit)·x / Σ exp(logit) per window.
+    """Local importance pooling (Gao, Wang & Wu, ICCV 2019), the authors' ``SimplifiedLIP``.
 
-    The logit module is the paper's small projection: a 3×3 conv, then 12·sigmoid (bounded so exp
-    cannot overflow), one importance map per channel.
+    logit = 12·sigmoid(InstanceNorm(conv3×3(x))) — a bias-free 3×3 conv, channels → channels, an affine
+    instance norm, the bounded "soft gate" — then out = avg_pool(x·e^logit) / avg_pool(e^logit) over 3×3
+    windows with stride 2 and padding 1 (the padding cancels in the ratio). As in the authors' ``init_layer``
+    the conv starts at zero, so LIP starts as plain 3×3 averaging and learns where to look. Deviation: none in
+    the function; the windows overlap (3×3, stride 2), unlike the other operators here, as in the paper.
+    Output size equals 2×2/stride-2 pooling's for the LeNet maps (28 → 14, 10 → 5).
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2D(channels, channels, 3, padding=1, bias_attr=False,
+                              weight_attr=paddle.ParamAttr(initializer=nn.initializer.Constant(0.0)))
+        self.norm = nn.InstanceNorm2D(channels)  # affine: scale 1, shift 0 at the start
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        w = paddle.exp(12.0 * F.sigmoid(self.norm(self.conv(x))))
+        return F.avg_pool2d(x * w, 3, 2, 1) / F.avg_pool2d(w, 3, 2, 1)
+
+
+class DPPPool(nn.Layer):
+    """Detail-preserving pooling (Saeedan, Weber, Goesele & Roth, CVPR 2018), symmetric "lite" variant,
+    as in the authors' Torch code (``DPP_sym_lite``, ``CWeightCalc``, ``PositiveBias``):
+
+    guide Ĩ = the 2×2 window mean; d = (I − Ĩ)² + 10⁻³; d̂ = the window mean of d;
+    w = (d / d̂)^(e^λ / 2) + e^α; out = Σ w·I / Σ w over each 2×2 window.
+
+    λ and α are learned per channel, initialised uniformly in ±1/√C like the authors' modules; α is capped at 10
+    (the authors clamp the parameter in place; here the cap is applied in the forward pass, same values).
+    Activations that differ from their window's mean (details) get more weight, with λ setting how much.
     """
 
     def __init__(self, channels: int, kernel_size: int = 2) -> None:
         super().__init__()
         self.k = kernel_size
-        self.logit = nn.Conv2D(channels, channels, 3, padding=1)
-
-    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        w = paddle.exp(12.0 * F.sigmoid(self.logit(x)))
-        return F.avg_pool2d(x * w, self.k, self.k) / F.avg_pool2d(w, self.k, self.k)
-
-
-class DPPPool(nn.Layer):
-    """Detail-preserving pooling (Saeedan et al. 2018), "lite" variant.
-
-    Weights w = α + ρ_λ(x − x̃) with x̃ the window mean and ρ_λ(d) = (d² + ε²)^(λ/2), so
-    activations that differ from their neighbourhood (details) get more weight; α, λ ≥ 0 are
-    learned per channel through softplus. Output Σ w·x / Σ w.
-    """
-
-    def __init__(self, channels: int, kernel_size: int = 2, eps: float = 1e-3) -> None:
-        super().__init__()
-        self.k, self.eps = kernel_size, eps
-        self.alpha = self.create_parameter([1, channels, 1, 1, 1], default_initializer=nn.initializer.Constant(0.0))
-        self.lam = self.create_parameter([1, channels, 1, 1, 1], default_initializer=nn.initializer.Constant(0.0))
+        bound = 1.0 / channels**0.5
+        init = nn.initializer.Uniform(-bound, bound)
+        self.lam = self.create_parameter([1, channels, 1, 1, 1], default_initializer=init)
+        self.alpha = self.create_parameter([1, channels, 1, 1, 1], default_initializer=init)
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         w = windows(x, self.k)
-        d = w - w.mean(-1, keepdim=True)
-        weight = F.softplus(self.alpha) + (d * d + self.eps**2) ** (F.softplus(self.lam) / 2)
+        d = (w - w.mean(-1, keepdim=True)) ** 2 + 1e-3
+        weight = (d / d.mean(-1, keepdim=True)) ** (paddle.exp(self.lam) / 2) + paddle.exp(paddle.clip(self.alpha, max=10.0))
         return (weight * w).sum(-1) / weight.sum(-1)
+
+
+# Version of each operator's definition: recorded with every run so that a study never reuses a run whose
+# operator has since been corrected (lip, dpp: the authors' definitions; stochastic: non-positive windows).
+REVISIONS = {"lip": 2, "dpp": 2, "stochastic": 2}
 
 
 POOLS = ("max", "avg", "lp", "mixed", "stochastic", "soft", "lip", "dpp")
@@ -152,7 +176,7 @@ def make_pool(kind: str, channels: int, p: float = 3.0, kernel_size: int = 2) ->
     if kind == "soft":
         return SoftPool(kernel_size)
     if kind == "lip":
-        return LIPPool(channels, kernel_size)
+        return LIPPool(channels)  # the authors' 3×3/stride-2 windows
     if kind == "dpp":
         return DPPPool(channels, kernel_size)
     raise ValueError(f"unknown pool '{kind}'; choose one of {', '.join(POOLS)}")

@@ -81,3 +81,14 @@ def count_trainable(model: paddle.nn.Layer) -> tuple[int, int]:
     params = list(model.parameters())
     trainable = sum(int(p.numel()) for p in params if not p.stop_gradient)
     return int(trainable), int(sum(int(p.numel()) for p in params) - trainable)
+
+
+# Version of each model's definition, for the same reason as ``pooling.REVISIONS``.
+MODEL_REVISIONS = {"LeNet5_classic": 2}  # 2: biases initialised as in seed 001
+
+
+def arch_revision(arch: dict[str, Any]) -> int:
+    """Revision of the network a config's ``Arch`` section builds; recorded in every run's metrics."""
+    from .pooling import REVISIONS
+
+    return max(MODEL_REVISIONS.get(arch["name"], 1), REVISIONS.get(arch.get("pool") or "", 1))
