@@ -174,8 +174,35 @@ def conv2d(x: paddle.Tensor, conv: nn.Conv2D) -> paddle.Tensor:
     k = _applies(x)
     if k is None or not isinstance(padding, int) or conv._stride[1] != stride or conv._groups != 1 \
             or conv._dilation != [1, 1] or conv.weight.shape[2] != conv.weight.shape[3]:
-        return add_channel_bias(F.conv2d(x, conv.weight, None, stride=stride, padding=padding), conv.bias)
-    return k.lenet_conv2d(x, conv.weight, conv.bias, stride, padding, not x.stop_gradient, _threads)
+        out = F.conv2d(x, conv.weight, None, stride=stride, padding=padding)
+        return out if conv.bias is None else add_channel_bias(out, conv.bias)
+    bias = conv.bias if conv.bias is not None else paddle.zeros([conv.weight.shape[0]], "float32")
+    return k.lenet_conv2d(x, conv.weight, bias, stride, padding, not x.stop_gradient, _threads)
+
+
+def soft_window(x: paddle.Tensor, logit: paddle.Tensor, k: int, s: int, p: int, kernel: bool = True) -> paddle.Tensor:
+    """Σ softmax(logit)·x over each k×k window (stride s, padding p; padded positions excluded).
+
+    The weighted mean with weights e^logit that SoftPool (logit = x) and LIP (logit = its importance map)
+    are made of. The kernel subtracts each window's maximum logit, so any logits are safe. Without it
+    (``kernel=False``, or no kernels) Paddle's ops compute the same function: a softmax over the window axis
+    for non-overlapping windows, else avg_pool(x·e^L) / avg_pool(e^L) shifted by the tensor's maximum, which
+    needs logits within ~80 of each other (LIP's are in [0, 12]).
+    """
+    kern = _applies(x) if kernel else None
+    if kern is not None:
+        return kern.lenet_soft_window(x, logit, k, s, p, _threads)
+    if k == s and p == 0:
+        n, c, h, w = x.shape
+        ho, wo = h // k, w // k
+
+        def win(t: paddle.Tensor) -> paddle.Tensor:
+            t = t[:, :, : ho * k, : wo * k].reshape([n, c, ho, k, wo, k]).transpose([0, 1, 2, 4, 3, 5])
+            return t.reshape([n, c, ho, wo, k * k])
+
+        return (F.softmax(win(logit), axis=-1) * win(x)).sum(-1)
+    e = paddle.exp(logit - logit.max().detach())
+    return F.avg_pool2d(x * e, k, s, p) / F.avg_pool2d(e, k, s, p)
 
 
 def max_pool2x2(x: paddle.Tensor) -> paddle.Tensor:

@@ -92,8 +92,9 @@ def test_fast_path_is_exact(name: str, kw: dict) -> None:
         grads.append({n: p.grad.numpy() for n, p in net.named_parameters() if p.grad is not None})
     np.testing.assert_allclose(outs[1], outs[0], atol=1e-5, rtol=1e-5)
     assert set(grads[1]) == set(grads[0]) and grads[0]
-    for n in grads[0]:
-        np.testing.assert_allclose(grads[1][n], grads[0][n], atol=1e-5, rtol=1e-5, err_msg=n)
+    for n in grads[0]:  # float rounding, relative to the gradient's scale (LIP's zero-started conv sees large ones)
+        scale = max(1.0, float(np.abs(grads[0][n]).max()))
+        np.testing.assert_allclose(grads[1][n], grads[0][n], atol=1e-5 * scale, rtol=1e-5, err_msg=n)
 
 
 def test_unknown_model_lists_registered() -> None:

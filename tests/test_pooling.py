@@ -130,7 +130,7 @@ def test_dpp_is_the_authors_symmetric_lite() -> None:
     pool.lam.set_value(lam.reshape(1, 4, 1, 1, 1))
     pool.alpha.set_value(alpha.reshape(1, 4, 1, 1, 1))
     np.testing.assert_allclose(pool(paddle.to_tensor(x)).numpy(), _np_dpp(x, lam, alpha), rtol=1e-5, atol=1e-6)
-    assert one(pool, [[5.0, 5.0], [5.0, 5.0]]) == pytest.approx(5.0)  # a flat window is its own value
+    assert one(DPPPool(channels=1), [[5.0, 5.0], [5.0, 5.0]]) == pytest.approx(5.0)  # a flat window: its value
 
 
 def test_stochastic_pooling_on_signed_windows() -> None:

@@ -1,4 +1,5 @@
-// CPU kernels for the fast path of the LeNet models (float32, NCHW): conv2d + bias, and 2x2 max pooling.
+// CPU kernels for the fast path of the LeNet models (float32, NCHW): conv2d + bias, 2x2 max pooling, and
+// softmax-weighted window pooling (SoftPool, LIP, any weighted window mean).
 //
 // Why: Paddle's CPU conv2d runs image by image through generic im2col/GEMM code that reaches only
 // ~3 GFLOP/s on LeNet-sized layers (1-16 channels), and its pooling kernels are general-purpose.
@@ -11,6 +12,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <vector>
 
@@ -389,3 +391,106 @@ PD_BUILD_GRAD_OP(lenet_max_pool2x2)
     .Outputs({paddle::Grad("X")})
     .Attrs({"threads: int"})
     .SetKernelFn(PD_KERNEL(MaxPoolBackward));
+
+// Softmax-weighted window pooling: out[o] = sum_i p_i x_i over the k x k window of output o (stride s,
+// padding p; padded positions are not part of any window), with p = softmax(L) over that window.
+// One kernel for every operator that is "a weighted mean with positive weights e^L": SoftPool (L = x),
+// LIP (L = its logit), a weighted mean with weights w (L = log w). Stable: L is shifted by the window's
+// maximum. Backward: dX_i = g p_i and dL_i = g p_i (x_i - out). Windows may overlap (LIP: 3x3, stride 2),
+// so each thread owns whole planes: gradients accumulate without races, in a fixed order.
+namespace {
+
+struct Win {
+  int64_t planes, h, w, k, s, p, ho, wo;
+};
+
+Win win(const std::vector<int64_t>& xs, int k, int s, int p) {
+  return {xs[0] * xs[1], xs[2], xs[3], k, s, p, (xs[2] + 2 * p - k) / s + 1, (xs[3] + 2 * p - k) / s + 1};
+}
+
+// calls f(index into the plane) for every valid input position of window (i, j)
+template <class F>
+inline void for_window(const Win& g, int64_t i, int64_t j, F f) {
+  const int64_t r0 = std::max<int64_t>(i * g.s - g.p, 0), r1 = std::min<int64_t>(i * g.s - g.p + g.k, g.h);
+  const int64_t c0 = std::max<int64_t>(j * g.s - g.p, 0), c1 = std::min<int64_t>(j * g.s - g.p + g.k, g.w);
+  for (int64_t r = r0; r < r1; ++r)
+    for (int64_t c = c0; c < c1; ++c) f(r * g.w + c);
+}
+
+}  // namespace
+
+std::vector<paddle::Tensor> SoftWindowForward(const paddle::Tensor& x, const paddle::Tensor& logit, int k, int s,
+                                              int p, int threads) {
+  const Win g = win(x.shape(), k, s, p);
+  auto out = paddle::empty({x.shape()[0], x.shape()[1], g.ho, g.wo}, paddle::DataType::FLOAT32, x.place());
+  const float *xp = x.data<float>(), *lp = logit.data<float>();
+  float* op = out.data<float>();
+#pragma omp parallel for num_threads(num_threads(threads)) schedule(static)
+  for (int64_t pl = 0; pl < g.planes; ++pl) {
+    const float *xs = xp + pl * g.h * g.w, *ls = lp + pl * g.h * g.w;
+    for (int64_t i = 0; i < g.ho; ++i)
+      for (int64_t j = 0; j < g.wo; ++j) {
+        float m = -INFINITY;
+        for_window(g, i, j, [&](int64_t q) { m = std::max(m, ls[q]); });
+        float z = 0.f, acc = 0.f;
+        for_window(g, i, j, [&](int64_t q) {
+          const float e = std::exp(ls[q] - m);
+          z += e;
+          acc += e * xs[q];
+        });
+        op[(pl * g.ho + i) * g.wo + j] = acc / z;
+      }
+  }
+  return {out};
+}
+
+std::vector<paddle::Tensor> SoftWindowBackward(const paddle::Tensor& x, const paddle::Tensor& logit,
+                                               const paddle::Tensor& out, const paddle::Tensor& dout, int k, int s,
+                                               int p, int threads) {
+  const Win g = win(x.shape(), k, s, p);
+  auto dx = paddle::full(x.shape(), 0.f, paddle::DataType::FLOAT32, x.place());
+  auto dl = paddle::full(x.shape(), 0.f, paddle::DataType::FLOAT32, x.place());
+  const float *xp = x.data<float>(), *lp = logit.data<float>(), *op = out.data<float>(), *gp = dout.data<float>();
+  float *dxp = dx.data<float>(), *dlp = dl.data<float>();
+#pragma omp parallel for num_threads(num_threads(threads)) schedule(static)
+  for (int64_t pl = 0; pl < g.planes; ++pl) {
+    const int64_t base = pl * g.h * g.w;
+    const float *xs = xp + base, *ls = lp + base;
+    float *dxs = dxp + base, *dls = dlp + base;
+    for (int64_t i = 0; i < g.ho; ++i)
+      for (int64_t j = 0; j < g.wo; ++j) {
+        const int64_t o = (pl * g.ho + i) * g.wo + j;
+        float m = -INFINITY, z = 0.f;
+        for_window(g, i, j, [&](int64_t q) { m = std::max(m, ls[q]); });
+        for_window(g, i, j, [&](int64_t q) { z += std::exp(ls[q] - m); });
+        const float gz = gp[o] / z, y = op[o];
+        for_window(g, i, j, [&](int64_t q) {
+          const float gpq = gz * std::exp(ls[q] - m);  // g * p_q
+          dxs[q] += gpq;
+          dls[q] += gpq * (xs[q] - y);
+        });
+      }
+  }
+  return {dx, dl};
+}
+
+std::vector<std::vector<int64_t>> SoftWindowInferShape(const std::vector<int64_t>& x, const std::vector<int64_t>& l,
+                                                       int k, int s, int p, int threads) {
+  return {{x[0], x[1], (x[2] + 2 * p - k) / s + 1, (x[3] + 2 * p - k) / s + 1}};
+}
+
+std::vector<paddle::DataType> SoftWindowInferDtype(const paddle::DataType& x, const paddle::DataType& l) { return {x}; }
+
+PD_BUILD_OP(lenet_soft_window)
+    .Inputs({"X", "L"})
+    .Outputs({"Out"})
+    .Attrs({"k: int", "s: int", "p: int", "threads: int"})
+    .SetKernelFn(PD_KERNEL(SoftWindowForward))
+    .SetInferShapeFn(PD_INFER_SHAPE(SoftWindowInferShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(SoftWindowInferDtype));
+
+PD_BUILD_GRAD_OP(lenet_soft_window)
+    .Inputs({"X", "L", "Out", paddle::Grad("Out")})
+    .Outputs({paddle::Grad("X"), paddle::Grad("L")})
+    .Attrs({"k: int", "s: int", "p: int", "threads: int"})
+    .SetKernelFn(PD_KERNEL(SoftWindowBackward));

@@ -42,9 +42,9 @@ class LeNet(nn.Layer):
                  head: str = "fc", fast: bool = False) -> None:
         super().__init__()
         self.conv1 = nn.Conv2D(in_channels=1, out_channels=6, kernel_size=5, stride=1, padding=2)
-        self.pool1 = make_pool(pool, 6, pool_p)
+        self.pool1 = make_pool(pool, 6, pool_p, fast=fast)
         self.conv2 = nn.Conv2D(in_channels=6, out_channels=16, kernel_size=5, stride=1)
-        self.pool2 = make_pool(pool, 16, pool_p)
+        self.pool2 = make_pool(pool, 16, pool_p, fast=fast)
         self.head_kind = head
         if head == "gap":
             self.head = _gap_head(16, num_classes)
@@ -143,9 +143,9 @@ class LeNet5Classic(nn.Layer):
             return paddle.ParamAttr(initializer=nn.initializer.Uniform(-bound, bound))
 
         self.conv1 = nn.Conv2D(1, 6, 5, stride=1, padding=2, weight_attr=xavier, bias_attr=bias(1 * 25))
-        self.pool1 = make_pool(pool, 6, pool_p)
+        self.pool1 = make_pool(pool, 6, pool_p, fast=fast)
         self.conv2 = nn.Conv2D(6, 16, 5, weight_attr=xavier, bias_attr=bias(6 * 25))
-        self.pool2 = make_pool(pool, 16, pool_p)
+        self.pool2 = make_pool(pool, 16, pool_p, fast=fast)
         self.linear1 = nn.Linear(400, 120, weight_attr=xavier, bias_attr=bias(400))
         self.linear2 = nn.Linear(120, 84, weight_attr=xavier, bias_attr=bias(120))
         self.linear3 = nn.Linear(84, num_classes, weight_attr=xavier, bias_attr=bias(84))
@@ -173,11 +173,11 @@ class LeNetBN(nn.Layer):
         self.fast = fast
         s = 2 if strided else 1
         self.conv1 = nn.Conv2D(1, 6, 5, stride=s, padding=2)
-        self.pool1 = nn.Identity() if strided else make_pool(pool, 6, pool_p)
+        self.pool1 = nn.Identity() if strided else make_pool(pool, 6, pool_p, fast=fast)
         self.drop1 = nn.Dropout(0.4)
         self.conv2 = nn.Conv2D(6, 16, 5, stride=s, padding=2)
         self.bn2 = nn.BatchNorm2D(16)
-        self.pool2 = nn.Identity() if strided else make_pool(pool, 16, pool_p)
+        self.pool2 = nn.Identity() if strided else make_pool(pool, 16, pool_p, fast=fast)
         self.conv3 = nn.Conv2D(16, 120, 5)
         self.bn3 = nn.BatchNorm2D(120)
         self.avg_pool = nn.AdaptiveAvgPool2D(1)

@@ -11,6 +11,8 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
+from .. import ops
+
 
 def windows(x: paddle.Tensor, k: int = 2) -> paddle.Tensor:
     """``[N, C, H, W]`` → ``[N, C, H//k, W//k, k*k]`` non-overlapping windows (floor mode, like MaxPool2D)."""
@@ -36,8 +38,10 @@ class LpPool(nn.Layer):
         self.p, self.k = float(p), kernel_size
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        s = (windows(x, self.k).abs() ** self.p).sum(-1)
-        return paddle.clip(s, min=1e-12) ** (1.0 / self.p)
+        # |x|^p as exp(p·log|x|) (Paddle's CPU pow is ~5× slower), the window sum as k²·avg_pool
+        xp = paddle.exp(self.p * paddle.log(paddle.clip(x.abs(), min=1e-30)))
+        s = F.avg_pool2d(xp, self.k, self.k) * float(self.k * self.k)
+        return paddle.exp(paddle.log(paddle.clip(s, min=1e-12)) / self.p)
 
 
 class MixedPool(nn.Layer):
@@ -51,9 +55,11 @@ class MixedPool(nn.Layer):
         super().__init__()
         self.k = kernel_size
 
+    fast = False
+
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        w = windows(x, self.k)
-        mx, avg = w.max(-1), w.mean(-1)
+        mx = ops.max_pool2x2(x) if self.fast and self.k == 2 else F.max_pool2d(x, self.k, self.k)
+        avg = F.avg_pool2d(x, self.k, self.k)
         if self.training:
             lam = (paddle.rand(mx.shape) < 0.5).astype(x.dtype)
             return lam * mx + (1 - lam) * avg
@@ -75,21 +81,28 @@ class StochasticPool(nn.Layer):
         super().__init__()
         self.k = kernel_size
 
-    def probs(self, w: paddle.Tensor) -> paddle.Tensor:
-        a = F.relu(w)
-        s = a.sum(-1, keepdim=True)
-        at_max = F.one_hot(w.argmax(-1), w.shape[-1]).astype(w.dtype)
-        return paddle.where(s > 0, a / paddle.clip(s, min=1e-30), at_max)
+    fast = False
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        w = windows(x, self.k)
-        p = self.probs(w).detach()
-        if not self.training:
-            return (p * w).sum(-1)
-        u = paddle.rand(p.shape[:-1] + [1], dtype=p.dtype)
-        idx = (paddle.cumsum(p, axis=-1) < u).astype("int64").sum(-1, keepdim=True)
-        idx = paddle.clip(idx, max=w.shape[-1] - 1)
-        return paddle.take_along_axis(w, idx, axis=-1).squeeze(-1)
+        k = self.k
+        a = F.relu(x)
+        mass = F.avg_pool2d(a, k, k)  # Σ a⁺ / k²: zero where the window has nothing positive
+        mx = ops.max_pool2x2(x) if self.fast and k == 2 else F.max_pool2d(x, k, k)
+        if not self.training:  # Σ p·a with p = a⁺/Σa⁺ is Σ a⁺² / Σ a⁺ (a·a⁺ = a⁺²)
+            return paddle.where(mass > 0, F.avg_pool2d(a * a, k, k) / paddle.clip(mass, min=1e-30), mx)
+        # sample element i of each window with probability a⁺_i / Σ a⁺: one uniform u per window, the first i
+        # (row-major) whose cumulative a⁺ reaches u·Σa⁺ (the inverse CDF); strided slices, no window copies
+        n, c, h, w = x.shape
+        parts = [x[:, :, r: h - h % k: k, q: w - w % k: k] for r in range(k) for q in range(k)]
+        target = paddle.rand(mx.shape, dtype=x.dtype) * mass * float(k * k)
+        picked = parts[-1]
+        cums, running = [], None
+        for part in parts[:-1]:
+            running = F.relu(part) if running is None else running + F.relu(part)
+            cums.append(running)
+        for part, cum in zip(reversed(parts[:-1]), reversed(cums), strict=True):  # nested, last element first
+            picked = paddle.where(target < cum, part, picked)
+        return paddle.where(mass > 0, picked, mx)
 
 
 class SoftPool(nn.Layer):
@@ -99,9 +112,10 @@ class SoftPool(nn.Layer):
         super().__init__()
         self.k = kernel_size
 
+    fast = False
+
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        w = windows(x, self.k)
-        return (F.softmax(w, axis=-1) * w).sum(-1)
+        return ops.soft_window(x, x, self.k, self.k, 0, kernel=self.fast)  # weights softmax(x) over each window
 
 
 class LIPPool(nn.Layer):
@@ -121,9 +135,12 @@ class LIPPool(nn.Layer):
                               weight_attr=paddle.ParamAttr(initializer=nn.initializer.Constant(0.0)))
         self.norm = nn.InstanceNorm2D(channels)  # affine: scale 1, shift 0 at the start
 
+    fast = False
+
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        w = paddle.exp(12.0 * F.sigmoid(self.norm(self.conv(x))))
-        return F.avg_pool2d(x * w, 3, 2, 1) / F.avg_pool2d(w, 3, 2, 1)
+        logit = 12.0 * F.sigmoid(self.norm(ops.conv2d(x, self.conv) if self.fast else self.conv(x)))
+        # avg_pool(x·e^logit) / avg_pool(e^logit) over 3×3 windows, stride 2, padding 1
+        return ops.soft_window(x, logit, 3, 2, 1, kernel=self.fast)
 
 
 class DPPPool(nn.Layer):
@@ -135,6 +152,8 @@ class DPPPool(nn.Layer):
 
     λ and α are learned per channel, initialised uniformly in ±1/√C like the authors' modules; α is capped at 10
     (the authors clamp the parameter in place; here the cap is applied in the forward pass, same values).
+    Computed with Paddle's pooling ops: d̂ as the window's variance + 10⁻³ = mean(I²) − Ĩ² + 10⁻³ (the same value;
+    one-pass, so it loses precision only for activations ~10³× larger than LeNet's).
     Activations that differ from their window's mean (details) get more weight, with λ setting how much.
     """
 
@@ -147,10 +166,23 @@ class DPPPool(nn.Layer):
         self.alpha = self.create_parameter([1, channels, 1, 1, 1], default_initializer=init)
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        w = windows(x, self.k)
-        d = (w - w.mean(-1, keepdim=True)) ** 2 + 1e-3
-        weight = (d / d.mean(-1, keepdim=True)) ** (paddle.exp(self.lam) / 2) + paddle.exp(paddle.clip(self.alpha, max=10.0))
-        return (weight * w).sum(-1) / weight.sum(-1)
+        k = self.k
+        n, c, h, w = x.shape
+        ho, wo = h // k, w // k
+        x = x[:, :, : ho * k, : wo * k]
+
+        def per_window(t: paddle.Tensor) -> paddle.Tensor:  # a window statistic, back on each of its pixels
+            return F.interpolate(t, scale_factor=k, mode="nearest")
+
+        m = F.avg_pool2d(x, k, k)
+        diff = x - per_window(m)
+        d = diff * diff + 1e-3
+        # the window mean of d is the window's variance + 10⁻³: mean(x²) − m² + 10⁻³, at output resolution
+        dn = F.avg_pool2d(x * x, k, k) - m * m + 1e-3
+        gamma = (paddle.exp(self.lam) / 2).reshape([1, c, 1, 1])
+        alpha = paddle.exp(paddle.clip(self.alpha, max=10.0)).reshape([1, c, 1, 1])
+        weight = paddle.exp(gamma * (paddle.log(d) - per_window(paddle.log(paddle.clip(dn, min=1e-3))))) + alpha
+        return F.avg_pool2d(weight * x, k, k) / F.avg_pool2d(weight, k, k)
 
 
 # Version of each operator's definition: recorded with every run so that a study never reuses a run whose
@@ -161,8 +193,15 @@ REVISIONS = {"lip": 2, "dpp": 2, "stochastic": 2}
 POOLS = ("max", "avg", "lp", "mixed", "stochastic", "soft", "lip", "dpp")
 
 
-def make_pool(kind: str, channels: int, p: float = 3.0, kernel_size: int = 2) -> nn.Layer:
-    """The pooling layer named by ``Arch.pool``."""
+def make_pool(kind: str, channels: int, p: float = 3.0, kernel_size: int = 2, fast: bool = False) -> nn.Layer:
+    """The pooling layer named by ``Arch.pool``; ``fast`` lets it use the package's CPU kernels (same function)."""
+    layer = _make_pool(kind, channels, p, kernel_size)
+    if hasattr(layer, "fast"):
+        layer.fast = fast
+    return layer
+
+
+def _make_pool(kind: str, channels: int, p: float, kernel_size: int) -> nn.Layer:
     if kind == "max":
         return nn.MaxPool2D(kernel_size, kernel_size)
     if kind == "avg":
