@@ -12,3 +12,5 @@ import warnings
 os.environ.setdefault("GLOG_minloglevel", "2")
 with warnings.catch_warnings(record=True):
     import paddle  # noqa: F401
+# printed by every BatchNorm layer in training, in every study worker: true, and nothing to act on
+warnings.filterwarnings("ignore", message=".*we now always track global mean and variance.*")

@@ -370,9 +370,9 @@ def train(cfg: dict[str, Any], quiet: bool = False, prefix: str = "") -> dict[st
         if resume_state is not None and os.path.exists(folder.metrics_path) \
                 and resume_state[2]["epoch"] < cfg["Global"]["epochs"]:
             os.remove(folder.metrics_path)  # extending a finished run: its old metrics no longer describe it
-        makedirs(folder.ckpt_dir)
-        write_text(folder.config_path, dump(cfg))
         try:
+            makedirs(folder.ckpt_dir)
+            write_text(folder.config_path, dump(cfg))
             return _train(cfg, exp, folder, resume_state, quiet, prefix)
         except (UserError, OSError):
             if created and ckpt.latest_tag(folder.ckpt_dir) is None:

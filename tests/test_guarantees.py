@@ -148,6 +148,36 @@ def test_full_disk_is_one_line_and_leaves_no_tmp(tmp_path) -> None:
         subprocess.run(["umount", str(mnt)])
 
 
+def test_read_only_file_system_is_one_line(tmp_path) -> None:
+    mnt = tmp_path / "ro"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("mounting a read-only tmpfs needs root")
+    try:
+        one_error_line(tool("train", *mnist_args(str(mnt), "x", "configs/lenet.yml", 1)), 2, "Read-only file system",
+                       "choose a writable -o Global.output_dir")
+    finally:
+        subprocess.run(["umount", str(mnt)])
+
+
+def test_ctrl_c_during_the_kernel_build_then_a_clean_rebuild(tmp_path) -> None:
+    """SIGINT while the kernels compile: exit 130, no traceback; the next run builds them and trains."""
+    env = dict(os.environ, PADDLE_EXTENSION_DIR=str(tmp_path / "ext"), PYTHONUNBUFFERED="1")
+    args = [sys.executable, os.path.join(ROOT, "tools", "train.py"), *mnist_args(str(tmp_path), "x", "configs/lenet.yml", 1)]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    for line in proc.stderr:
+        if "compiling the fast CPU kernels" in line:
+            time.sleep(2)  # the compiler is running now
+            proc.send_signal(signal.SIGINT)
+            break
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in err and err.strip().splitlines()[-1].startswith("stopped: SIGINT")
+    p = tool("train", *mnist_args(str(tmp_path), "x", "configs/lenet.yml", 1), "-o", "Global.resume=true",
+             env={"PADDLE_EXTENSION_DIR": env["PADDLE_EXTENSION_DIR"]}, check=True)
+    assert "unavailable" not in p.stderr  # the kernels were built, not given up on
+    assert metrics(str(tmp_path), "x")["acc_top1"] > 0.8
+
+
 def test_eval_and_export_read_the_run(run2, tmp_path) -> None:
     """Trained on a copy of the MNIST files via Data.root: eval/export need no override; other data is refused."""
     data = tmp_path / "mnist"

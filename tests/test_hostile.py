@@ -95,6 +95,8 @@ CASES: list[tuple[str, list[str], int, str]] = [
     ("name_long", _train_args("-o", "Global.name=" + "n" * 300), 2, "not a plain name"),
     ("name_hidden", _train_args("-o", "Global.name=.git"), 2, "not a plain name"),
     ("output_is_file", _train_args("-o", "Global.output_dir={w}/afile"), 2, "is a file"),
+    ("output_under_file", _train_args("-o", "Global.output_dir={w}/afile/runs"), 2, "a file stands where a folder"),
+    ("output_too_long", _train_args("-o", "Global.output_dir={w}/" + "d" * 300), 2, "the path is too long"),
     ("data_root_missing", ["train", "-c", LENET, "-o", "Data.root={w}/nothing", "-o", "Global.output_dir={out}"], 2,
      "is not a folder"),
     ("data_root_truncated", ["train", "-c", LENET, "-o", "Data.root={w}/trunc", "-o", "Global.output_dir={out}"], 2,
