@@ -16,11 +16,6 @@ import numpy as np  # noqa: E402
 from .data import ArrayData  # noqa: E402
 
 
-def _label(data: ArrayData, y: int) -> str:
-    names = data.info.class_names
-    return f"{y} {names[y]}" if names else str(y)
-
-
 def sample_grid(data: ArrayData, n: int, out: str, title: str = "") -> None:
     """The first ``n`` images with their labels, in the data's own colours (MNIST: light digits on black).
 

@@ -4,6 +4,7 @@ disk, eval/export that read the run, predict with bad files, benchmark step coun
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import os
@@ -134,30 +135,30 @@ def test_signal_at_start_up_exits_130_in_one_line(tmp_path, delay: float) -> Non
     tool("train", *mnist_args(str(tmp_path), "x", "configs/lenet.yml", 1), "-o", "Global.resume=true", check=True)
 
 
-def test_full_disk_is_one_line_and_leaves_no_tmp(tmp_path) -> None:
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True).returncode:
-        pytest.skip("mounting a small tmpfs needs root")
+@contextlib.contextmanager
+def small_tmpfs(folder, options: str):
+    """A real file system with ``options`` (``size=1m``: nearly full; ``ro``: read-only) mounted at ``folder``."""
+    folder.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True).returncode:
+        pytest.skip("mounting a tmpfs needs root")
     try:
-        p = tool("train", *mnist_args(str(mnt), "x", "configs/lenet.yml", 1))
-        one_error_line(p, 2, "No space left on device", "free some space")
+        yield str(folder)
+    finally:
+        subprocess.run(["umount", str(folder)])
+
+
+def test_full_disk_is_one_line_and_leaves_no_tmp(tmp_path) -> None:
+    with small_tmpfs(tmp_path / "small", "size=1m") as mnt:
+        one_error_line(tool("train", *mnist_args(mnt, "x", "configs/lenet.yml", 1)), 2, "No space left on device",
+                       "free some space")
         left = [os.path.join(d, f) for d, _, fs in os.walk(mnt) for f in fs if ".tmp" in f]
         assert not left, left
-    finally:
-        subprocess.run(["umount", str(mnt)])
 
 
 def test_read_only_file_system_is_one_line(tmp_path) -> None:
-    mnt = tmp_path / "ro"
-    mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mnt)], capture_output=True).returncode:
-        pytest.skip("mounting a read-only tmpfs needs root")
-    try:
-        one_error_line(tool("train", *mnist_args(str(mnt), "x", "configs/lenet.yml", 1)), 2, "Read-only file system",
+    with small_tmpfs(tmp_path / "ro", "ro,size=1m") as mnt:
+        one_error_line(tool("train", *mnist_args(mnt, "x", "configs/lenet.yml", 1)), 2, "Read-only file system",
                        "choose a writable -o Global.output_dir")
-    finally:
-        subprocess.run(["umount", str(mnt)])
 
 
 def test_ctrl_c_during_the_kernel_build_then_a_clean_rebuild(tmp_path) -> None:

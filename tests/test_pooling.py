@@ -7,8 +7,7 @@ import paddle
 import pytest
 
 from paddle_lenet.config import load_config
-from paddle_lenet.models.pooling import (DPPPool, LIPPool, LpPool, MixedPool, SoftPool, StochasticPool, make_pool,
-                                         windows)
+from paddle_lenet.models.pooling import DPPPool, LIPPool, LpPool, MixedPool, SoftPool, StochasticPool, make_pool
 
 from .conftest import MNIST5K, ROOT
 
@@ -18,13 +17,6 @@ WINDOW = [[1.0, 2.0], [3.0, 4.0]]  # one window: max 4, mean 2.5, sum of squares
 def one(layer: paddle.nn.Layer, window=WINDOW, training: bool = False) -> float:
     layer.train() if training else layer.eval()
     return float(layer(paddle.to_tensor([[window]], dtype="float32")).reshape([-1])[0])
-
-
-def test_windows_layout() -> None:
-    x = paddle.arange(16, dtype="float32").reshape([1, 1, 4, 4])
-    w = windows(x).numpy()
-    assert w.shape == (1, 1, 2, 2, 4)
-    assert w[0, 0, 0, 1].tolist() == [2, 3, 6, 7]  # top-right window, row-major
 
 
 def test_deterministic_operators() -> None:

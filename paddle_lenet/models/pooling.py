@@ -1,7 +1,8 @@
-"""Downsampling operators of seed 003, as interchangeable layers (window k, stride k).
+"""Downsampling operators of seed 003, as interchangeable layers (2×2 windows, stride 2; LIP: 3×3, stride 2).
 
 Each follows its paper's definition; where training and inference differ (mixed, stochastic) the
-layer switches on ``self.training``. The hand-computed windows in ``tests/test_pooling.py`` pin the math.
+layer switches on ``self.training``. ``tests/test_pooling.py`` pins the math on hand-computed windows and
+independent numpy computations of each definition.
 """
 
 from __future__ import annotations
@@ -12,15 +13,6 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from .. import ops
-
-
-def windows(x: paddle.Tensor, k: int = 2) -> paddle.Tensor:
-    """``[N, C, H, W]`` → ``[N, C, H//k, W//k, k*k]`` non-overlapping windows (floor mode, like MaxPool2D)."""
-    n, c, h, w = x.shape
-    ho, wo = h // k, w // k
-    x = x[:, :, : ho * k, : wo * k]
-    x = x.reshape([n, c, ho, k, wo, k]).transpose([0, 1, 2, 4, 3, 5])
-    return x.reshape([n, c, ho, wo, k * k])
 
 
 class LpPool(nn.Layer):
