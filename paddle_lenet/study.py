@@ -70,7 +70,10 @@ def visible_gpus() -> list[str]:
 
 def load_study(path: str, overrides: list[str], gpus: list[str] | None = None,
                ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Resolve a study config into its settings and one validated config per (model, seed)."""
+    """Resolve a study config into its settings and one validated config per (model, seed).
+
+    ``gpus``: the GPU ids to give workers; None = the visible ones unless ``Global.device`` is ``cpu``.
+    """
     from .files import check_name
     from .models import get_entry
     from .ops import cpu_cores
@@ -85,6 +88,8 @@ def load_study(path: str, overrides: list[str], gpus: list[str] | None = None,
     jobs = []
     seeds = _seeds(st["seeds"])
     root = os.path.join(base["Global"]["output_dir"], st["name"])
+    if gpus is None:
+        gpus = visible_gpus() if base["Global"]["device"] != "cpu" else []
     on_gpu = base["Global"]["device"] != "cpu" and bool(gpus)
     if on_gpu:  # one worker per GPU (times workers_per_gpu) unless Study.workers says otherwise
         slots = gpu_slots(st["workers"], st["workers_per_gpu"], gpus or [])
@@ -266,7 +271,7 @@ def run_study(path: str, overrides: list[str], shard: tuple[int, int] | None = N
 
     A shard only trains; ``report_only`` only reads what the runs recorded and reports, naming missing runs.
     """
-    base, jobs = load_study(path, overrides, visible_gpus() if base_device(path, overrides) != "cpu" else [])
+    base, jobs = load_study(path, overrides)
     st = base["Study"]
     t0 = time.time()
     shifts = [int(k) for k in st["shifts"]]
@@ -322,10 +327,6 @@ def run_study(path: str, overrides: list[str], shard: tuple[int, int] | None = N
         print(f"{len(missing)} of {len(jobs)} runs are missing from the report: {', '.join(missing[:6])}"
               f"{' ...' if len(missing) > 6 else ''}", flush=True)
     return summary
-
-
-def base_device(path: str, overrides: list[str]) -> str:
-    return validate(apply_overrides(read_yaml(path), overrides))["Global"]["device"]
 
 
 def _add_wall_seconds(root: str, seconds: float, shard: tuple[int, int] | None) -> None:
