@@ -211,3 +211,20 @@ def max_pool2x2(x: paddle.Tensor) -> paddle.Tensor:
     if k is None or x.shape[2] % 2 or x.shape[3] % 2:
         return F.max_pool2d(x, 2, 2, return_mask=True)[0]  # the mask kernel: faster on CPU, same values
     return k.lenet_max_pool2x2(x, _threads)[0]
+
+
+def stochastic_pool(x: paddle.Tensor, u: paddle.Tensor, k: int) -> paddle.Tensor | None:
+    """Stochastic pooling's training draw over k×k windows given one uniform ``u`` per window, or None
+    without the kernels (``StochasticPool`` then computes the same pick with Paddle's ops)."""
+    kern = _applies(x)
+    if kern is None or k * k > 256:
+        return None
+    return kern.lenet_stochastic_pool(x, u, k, _threads)[0]
+
+
+def dpp_pool(x: paddle.Tensor, lam: paddle.Tensor, alpha: paddle.Tensor, k: int) -> paddle.Tensor | None:
+    """``DPPPool``'s function fused into one pass per window (forward and backward), or None without the kernels."""
+    kern = _applies(x)
+    if kern is None or k * k > 256:
+        return None
+    return kern.lenet_dpp(x, lam, alpha, k, _threads)

@@ -126,6 +126,8 @@ def load_study(path: str, overrides: list[str], gpus: list[str] | None = None,
             if not cfg["Global"]["kernel_threads"]:  # share the cores between the workers, never oversubscribe
                 cfg["Global"]["kernel_threads"] = max(1, cpu_cores() // st["workers"])
             jobs.append({"label": label, "seed": seed, "cfg": cfg})
+    # seed-major order: a study stopped early (or a shard) has every model on its first seeds
+    jobs.sort(key=lambda j: seeds.index(j["seed"]))
     pairs = st["compare"] or [list(p) for p in combinations(labels, 2)]
     for p in pairs:
         if not (isinstance(p, list) and len(p) == 2 and all(x in labels for x in p) and p[0] != p[1]):

@@ -90,3 +90,43 @@ def test_disabled_falls_back_to_paddle() -> None:
     conv = nn.Conv2D(1, 6, 5, padding=2)
     x = paddle.randn([2, 1, 28, 28])
     np.testing.assert_allclose(ops.conv2d(x, conv).numpy(), conv(x).numpy(), rtol=1e-6, atol=1e-6)
+
+
+def _pool_run(layer: nn.Layer, x_np: np.ndarray, g_np: np.ndarray, fast: bool) -> list[np.ndarray]:
+    """Output, input gradient and parameter gradients of ``layer`` in training mode, fast or plain."""
+    layer.fast = fast
+    for p in layer.parameters():
+        p.clear_gradient()
+    x = paddle.to_tensor(x_np, stop_gradient=False)
+    paddle.seed(5)  # stochastic pooling draws its uniforms from paddle's generator on both paths
+    y = layer(x)
+    (y * paddle.to_tensor(g_np)).sum().backward()
+    return [y.numpy(), x.grad.numpy()] + [p.grad.numpy() for p in layer.parameters()]
+
+
+# odd sizes (a dropped last row/column), 3×3 windows, signed inputs with all-negative windows and ties
+@pytest.mark.parametrize("pool,k,shape", [("stochastic", 2, (8, 6, 28, 28)), ("stochastic", 3, (3, 4, 11, 10)),
+                                          ("dpp", 2, (8, 6, 28, 28)), ("dpp", 2, (5, 16, 11, 9)),
+                                          ("dpp", 3, (2, 3, 9, 10))])
+def test_pooling_kernels_equal_their_plain_graph(pool: str, k: int, shape: tuple) -> None:
+    from paddle_lenet.models.pooling import make_pool
+
+    assert ops.kernels() is not None
+    rng = np.random.default_rng(k)
+    x_np = rng.standard_normal(shape).astype("float32") * 3
+    x_np[0, 0, :4, :4] = -1.0  # windows with nothing positive (stochastic: the first maximum) and equal values
+    x_np[0, 1, :4, :4] = 2.0
+    paddle.seed(1)
+    layer = make_pool(pool, shape[1], kernel_size=k)
+    layer.train()
+    out_shape = (shape[0], shape[1], shape[2] // k, shape[3] // k)
+    g_np = rng.standard_normal(out_shape).astype("float32")
+    plain = _pool_run(layer, x_np, g_np, fast=False)
+    fast = _pool_run(layer, x_np, g_np, fast=True)
+    assert fast[0].shape == out_shape and len(fast) == len(plain) == (4 if pool == "dpp" else 2)
+    for a, b in zip(fast, plain, strict=True):  # float rounding, relative to each tensor's scale
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * max(1.0, float(np.abs(b).max())))
+    if pool == "stochastic":  # exactly one input per window receives the gradient, as in the plain graph
+        assert np.array_equal(fast[1] != 0, plain[1] != 0)
+    ops.configure(threads=1)
+    assert all(np.array_equal(a, b) for a, b in zip(_pool_run(layer, x_np, g_np, fast=True), fast, strict=True))

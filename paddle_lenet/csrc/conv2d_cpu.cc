@@ -26,6 +26,52 @@ constexpr int64_t CHUNKS = 8;   // batch chunks: the unit of parallel work and o
 
 int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 
+// exp and log for the pooling kernels, in plain arithmetic so that loops calling them vectorise (std::exp
+// and std::log are scalar calls here). Cephes' single-precision polynomials: within ~2 ulp of libm on the
+// ranges used (exp of arguments <= 0.1 or so, log of positive normal floats); tests compare with Paddle's ops.
+inline float fexp(float x) {
+  x = std::min(std::max(x, -87.0f), 88.0f);
+  const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round to nearest (1.5 * 2^23)
+  const float r = x - n * 0.693359375f + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  int32_t bits = (static_cast<int32_t>(n) + 127) << 23;  // 2^n
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return p * scale;
+}
+
+inline float flog(float x) {  // x > 0, normal
+  int32_t bits;
+  std::memcpy(&bits, &x, sizeof bits);
+  float e = static_cast<float>(((bits >> 23) & 0xff) - 126);
+  bits = (bits & 0x807fffff) | 0x3f000000;  // mantissa in [0.5, 1)
+  float m;
+  std::memcpy(&m, &bits, sizeof m);
+  const float below = m < 0.707106781186547524f ? 1.0f : 0.0f;  // branch-free: r ~ 1 falls either side
+  e -= below;
+  m = m + below * m - 1.0f;
+  const float z = m * m;
+  float y = 7.0376836292e-2f;
+  y = y * m - 1.1514610310e-1f;
+  y = y * m + 1.1676998740e-1f;
+  y = y * m - 1.2420140846e-1f;
+  y = y * m + 1.4249322787e-1f;
+  y = y * m - 1.6668057665e-1f;
+  y = y * m + 2.0000714765e-1f;
+  y = y * m - 2.4999993993e-1f;
+  y = y * m + 3.3333331174e-1f;
+  y = y * m * z;
+  y += -2.12194440e-4f * e;
+  y += -0.5f * z;
+  return m + y + 0.693359375f * e;
+}
+
 struct Geom {
   int64_t n, c, h, w, o, k, s, p, ho, wo;
   int64_t K() const { return c * k * k; }  // GEMM depth: one im2col row per (c, kh, kw)
@@ -419,27 +465,59 @@ inline void for_window(const Win& g, int64_t i, int64_t j, F f) {
 
 }  // namespace
 
+// e^(L - M) for every pixel of a plane, M the plane's maximum: one exp per pixel instead of one per window
+// element (LIP's 3x3 windows overlap 2.25x, and the backward pass needs the same weights). A window whose
+// weights all but underflow (its logits ~46 below the plane's maximum) is recomputed with its own maximum.
+float plane_weights(const float* ls, int64_t size, float* e) {
+  float m = -INFINITY;
+  for (int64_t q = 0; q < size; ++q) m = std::max(m, ls[q]);
+  for (int64_t q = 0; q < size; ++q) e[q] = fexp(ls[q] - m);
+  return m;
+}
+
+constexpr float UNDERFLOW = 1e-20f;
+
+// z = sum of the window's weights; weight(q) gives each (plane-shifted, or window-shifted if z underflows)
+template <class F>
+inline float window_sum(const Win& g, int64_t i, int64_t j, const float* ls, const float* e, bool* own, F f) {
+  float z = 0.f;
+  for_window(g, i, j, [&](int64_t q) { z += e[q]; });
+  *own = z < UNDERFLOW;
+  if (*own) {
+    float m = -INFINITY;
+    for_window(g, i, j, [&](int64_t q) { m = std::max(m, ls[q]); });
+    z = 0.f;
+    for_window(g, i, j, [&](int64_t q) { z += std::exp(ls[q] - m); });
+    f(m);
+  }
+  return z;
+}
+
 std::vector<paddle::Tensor> SoftWindowForward(const paddle::Tensor& x, const paddle::Tensor& logit, int k, int s,
                                               int p, int threads) {
   const Win g = win(x.shape(), k, s, p);
   auto out = paddle::empty({x.shape()[0], x.shape()[1], g.ho, g.wo}, paddle::DataType::FLOAT32, x.place());
   const float *xp = x.data<float>(), *lp = logit.data<float>();
   float* op = out.data<float>();
-#pragma omp parallel for num_threads(num_threads(threads)) schedule(static)
-  for (int64_t pl = 0; pl < g.planes; ++pl) {
-    const float *xs = xp + pl * g.h * g.w, *ls = lp + pl * g.h * g.w;
-    for (int64_t i = 0; i < g.ho; ++i)
-      for (int64_t j = 0; j < g.wo; ++j) {
-        float m = -INFINITY;
-        for_window(g, i, j, [&](int64_t q) { m = std::max(m, ls[q]); });
-        float z = 0.f, acc = 0.f;
-        for_window(g, i, j, [&](int64_t q) {
-          const float e = std::exp(ls[q] - m);
-          z += e;
-          acc += e * xs[q];
-        });
-        op[(pl * g.ho + i) * g.wo + j] = acc / z;
-      }
+#pragma omp parallel num_threads(num_threads(threads))
+  {
+    std::vector<float> e(g.h * g.w);
+#pragma omp for schedule(static)
+    for (int64_t pl = 0; pl < g.planes; ++pl) {
+      const float *xs = xp + pl * g.h * g.w, *ls = lp + pl * g.h * g.w;
+      plane_weights(ls, g.h * g.w, e.data());
+      for (int64_t i = 0; i < g.ho; ++i)
+        for (int64_t j = 0; j < g.wo; ++j) {
+          float acc = 0.f, wm = 0.f;
+          bool own;
+          const float z = window_sum(g, i, j, ls, e.data(), &own, [&](float m) { wm = m; });
+          if (own)
+            for_window(g, i, j, [&](int64_t q) { acc += std::exp(ls[q] - wm) * xs[q]; });
+          else
+            for_window(g, i, j, [&](int64_t q) { acc += e[q] * xs[q]; });
+          op[(pl * g.ho + i) * g.wo + j] = acc / z;
+        }
+    }
   }
   return {out};
 }
@@ -452,24 +530,29 @@ std::vector<paddle::Tensor> SoftWindowBackward(const paddle::Tensor& x, const pa
   auto dl = paddle::full(x.shape(), 0.f, paddle::DataType::FLOAT32, x.place());
   const float *xp = x.data<float>(), *lp = logit.data<float>(), *op = out.data<float>(), *gp = dout.data<float>();
   float *dxp = dx.data<float>(), *dlp = dl.data<float>();
-#pragma omp parallel for num_threads(num_threads(threads)) schedule(static)
-  for (int64_t pl = 0; pl < g.planes; ++pl) {
-    const int64_t base = pl * g.h * g.w;
-    const float *xs = xp + base, *ls = lp + base;
-    float *dxs = dxp + base, *dls = dlp + base;
-    for (int64_t i = 0; i < g.ho; ++i)
-      for (int64_t j = 0; j < g.wo; ++j) {
-        const int64_t o = (pl * g.ho + i) * g.wo + j;
-        float m = -INFINITY, z = 0.f;
-        for_window(g, i, j, [&](int64_t q) { m = std::max(m, ls[q]); });
-        for_window(g, i, j, [&](int64_t q) { z += std::exp(ls[q] - m); });
-        const float gz = gp[o] / z, y = op[o];
-        for_window(g, i, j, [&](int64_t q) {
-          const float gpq = gz * std::exp(ls[q] - m);  // g * p_q
-          dxs[q] += gpq;
-          dls[q] += gpq * (xs[q] - y);
-        });
-      }
+#pragma omp parallel num_threads(num_threads(threads))
+  {
+    std::vector<float> e(g.h * g.w);
+#pragma omp for schedule(static)
+    for (int64_t pl = 0; pl < g.planes; ++pl) {
+      const int64_t base = pl * g.h * g.w;
+      const float *xs = xp + base, *ls = lp + base;
+      float *dxs = dxp + base, *dls = dlp + base;
+      plane_weights(ls, g.h * g.w, e.data());
+      for (int64_t i = 0; i < g.ho; ++i)
+        for (int64_t j = 0; j < g.wo; ++j) {
+          const int64_t o = (pl * g.ho + i) * g.wo + j;
+          float wm = 0.f;
+          bool own;
+          const float z = window_sum(g, i, j, ls, e.data(), &own, [&](float m) { wm = m; });
+          const float gz = gp[o] / z, y = op[o];
+          for_window(g, i, j, [&](int64_t q) {
+            const float gpq = gz * (own ? std::exp(ls[q] - wm) : e[q]);  // g * p_q
+            dxs[q] += gpq;
+            dls[q] += gpq * (xs[q] - y);
+          });
+        }
+    }
   }
   return {dx, dl};
 }
@@ -494,3 +577,265 @@ PD_BUILD_GRAD_OP(lenet_soft_window)
     .Outputs({paddle::Grad("X"), paddle::Grad("L")})
     .Attrs({"k: int", "s: int", "p: int", "threads: int"})
     .SetKernelFn(PD_KERNEL(SoftWindowBackward));
+
+// Pooling operators over non-overlapping k x k windows (stride k, the last rows/columns that do not fill a
+// window are dropped, as Paddle's pooling does). Each thread owns whole planes; per-channel parameter
+// gradients are summed per plane, then over the batch in plane order: bit-identical for any thread count.
+namespace {
+
+struct Tile {
+  int64_t n, c, h, w, k, ho, wo;
+  int64_t planes() const { return n * c; }
+};
+
+Tile tile(const std::vector<int64_t>& xs, int k) { return {xs[0], xs[1], xs[2], xs[3], k, xs[2] / k, xs[3] / k}; }
+
+// offsets (into the plane) of the k*k pixels of window (i, j), row-major
+inline void window_offsets(const Tile& g, int64_t i, int64_t j, int64_t* q) {
+  for (int64_t r = 0; r < g.k; ++r)
+    for (int64_t c = 0; c < g.k; ++c) q[r * g.k + c] = (i * g.k + r) * g.w + j * g.k + c;
+}
+
+constexpr int64_t MAXK2 = 256;  // windows up to 16 x 16
+
+}  // namespace
+
+// Stochastic pooling, training (Zeiler & Fergus 2013; positive parts, as StochasticPool documents): with one
+// uniform u per window, the first element (row-major) whose cumulative positive mass exceeds u * mass;
+// a window with no positive activation takes its first maximum. Arg records the pick for the backward pass,
+// which routes the gradient to it (the sampled element's value is the output).
+std::vector<paddle::Tensor> StochasticForward(const paddle::Tensor& x, const paddle::Tensor& u, int k, int threads) {
+  const Tile g = tile(x.shape(), k);
+  auto out = paddle::empty({g.n, g.c, g.ho, g.wo}, paddle::DataType::FLOAT32, x.place());
+  auto arg = paddle::empty({g.n, g.c, g.ho, g.wo}, paddle::DataType::UINT8, x.place());
+  const float *xp = x.data<float>(), *up = u.data<float>();
+  float* op = out.data<float>();
+  uint8_t* ap = arg.data<uint8_t>();
+  const int64_t K = g.k * g.k;
+#pragma omp parallel for num_threads(num_threads(threads)) schedule(static)
+  for (int64_t pl = 0; pl < g.planes(); ++pl) {
+    const float* xs = xp + pl * g.h * g.w;
+    int64_t q[MAXK2];
+    float cum[MAXK2];
+    for (int64_t i = 0; i < g.ho; ++i)
+      for (int64_t j = 0; j < g.wo; ++j) {
+        const int64_t o = (pl * g.ho + i) * g.wo + j;
+        window_offsets(g, i, j, q);
+        float run = 0.f;
+        for (int64_t e = 0; e < K; ++e) cum[e] = run += std::max(xs[q[e]], 0.f);
+        int64_t pick = 0;
+        if (run / K > 0.f) {  // the plain graph's test: the window's mean positive part
+          const float target = up[o] * (run / K) * K;
+          pick = K - 1;
+          for (int64_t e = 0; e < K - 1; ++e)
+            if (target < cum[e]) { pick = e; break; }
+        } else {
+          for (int64_t e = 1; e < K; ++e)
+            if (xs[q[e]] > xs[q[pick]]) pick = e;
+        }
+        op[o] = xs[q[pick]];
+        ap[o] = static_cast<uint8_t>(pick);
+      }
+  }
+  return {out, arg};
+}
+
+std::vector<paddle::Tensor> StochasticBackward(const paddle::Tensor& x, const paddle::Tensor& arg,
+                                               const paddle::Tensor& dout, int k, int threads) {
+  const Tile g = tile(x.shape(), k);
+  auto dx = paddle::full(x.shape(), 0.f, paddle::DataType::FLOAT32, x.place());
+  const uint8_t* ap = arg.data<uint8_t>();
+  const float* gp = dout.data<float>();
+  float* dp = dx.data<float>();
+#pragma omp parallel for num_threads(num_threads(threads)) schedule(static)
+  for (int64_t pl = 0; pl < g.planes(); ++pl)
+    for (int64_t i = 0; i < g.ho; ++i)
+      for (int64_t j = 0; j < g.wo; ++j) {
+        const int64_t o = (pl * g.ho + i) * g.wo + j, e = ap[o];
+        dp[pl * g.h * g.w + (i * g.k + e / g.k) * g.w + j * g.k + e % g.k] = gp[o];
+      }
+  return {dx};
+}
+
+std::vector<std::vector<int64_t>> StochasticInferShape(const std::vector<int64_t>& x, const std::vector<int64_t>& u,
+                                                       int k, int threads) {
+  return {{x[0], x[1], x[2] / k, x[3] / k}, {x[0], x[1], x[2] / k, x[3] / k}};
+}
+
+std::vector<paddle::DataType> StochasticInferDtype(const paddle::DataType& x, const paddle::DataType& u) {
+  return {x, paddle::DataType::UINT8};
+}
+
+PD_BUILD_OP(lenet_stochastic_pool)
+    .Inputs({"X", "U"})
+    .Outputs({"Out", "Arg"})
+    .Attrs({"k: int", "threads: int"})
+    .SetKernelFn(PD_KERNEL(StochasticForward))
+    .SetInferShapeFn(PD_INFER_SHAPE(StochasticInferShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(StochasticInferDtype));
+
+PD_BUILD_GRAD_OP(lenet_stochastic_pool)
+    .Inputs({"X", "Arg", paddle::Grad("Out")})
+    .Outputs({paddle::Grad("X")})
+    .Attrs({"k: int", "threads: int"})
+    .SetKernelFn(PD_KERNEL(StochasticBackward));
+
+// Detail-preserving pooling, symmetric lite (Saeedan et al. 2018; DPPPool documents the definition). Per window:
+// m = mean(x), d_i = (x_i - m)^2 + eps, dn = mean(d), r_i = d_i / dn, w_i = r_i^gamma + a, out = sum w x / sum w,
+// with gamma = e^lam / 2 and a = e^min(alpha, 10) per channel. The backward pass recomputes the window and
+// applies the chain rule through w, r, dn, d and m (derivation in the comments below).
+namespace {
+
+constexpr float DPP_EPS = 1e-3f;
+
+struct DppWindow {
+  float x[MAXK2], d[MAXK2], r[MAXK2], p[MAXK2], w[MAXK2];  // p = r^gamma
+  float m, dn, W, out;
+};
+
+inline void dpp_window(const float* xs, const int64_t* q, int64_t K, float gamma, float a, DppWindow& v) {
+  float s = 0.f;
+  for (int64_t e = 0; e < K; ++e) s += v.x[e] = xs[q[e]];
+  v.m = s / K;
+  float sd = 0.f;
+  for (int64_t e = 0; e < K; ++e) {
+    const float t = v.x[e] - v.m;
+    sd += v.d[e] = t * t + DPP_EPS;
+  }
+  v.dn = sd / K;
+  float W = 0.f, acc = 0.f;
+  for (int64_t e = 0; e < K; ++e) {
+    v.r[e] = v.d[e] / v.dn;
+    v.p[e] = fexp(gamma * flog(v.r[e]));
+    W += v.w[e] = v.p[e] + a;
+    acc += v.w[e] * v.x[e];
+  }
+  v.W = W;
+  v.out = acc / W;
+}
+
+struct DppParams {
+  std::vector<float> gamma, a;
+  std::vector<bool> alpha_free;  // alpha below the cap: its gradient passes
+};
+
+DppParams dpp_params(const paddle::Tensor& lam, const paddle::Tensor& alpha, int64_t c) {
+  DppParams P{std::vector<float>(c), std::vector<float>(c), std::vector<bool>(c)};
+  const float *lp = lam.data<float>(), *ap = alpha.data<float>();
+  for (int64_t i = 0; i < c; ++i) {
+    P.gamma[i] = std::exp(lp[i]) / 2.f;
+    P.a[i] = std::exp(std::min(ap[i], 10.f));
+    P.alpha_free[i] = ap[i] < 10.f;
+  }
+  return P;
+}
+
+}  // namespace
+
+std::vector<paddle::Tensor> DppForward(const paddle::Tensor& x, const paddle::Tensor& lam, const paddle::Tensor& alpha,
+                                       int k, int threads) {
+  const Tile g = tile(x.shape(), k);
+  const DppParams P = dpp_params(lam, alpha, g.c);
+  auto out = paddle::empty({g.n, g.c, g.ho, g.wo}, paddle::DataType::FLOAT32, x.place());
+  const float* xp = x.data<float>();
+  float* op = out.data<float>();
+  const int64_t K = g.k * g.k;
+#pragma omp parallel for num_threads(num_threads(threads)) schedule(static)
+  for (int64_t pl = 0; pl < g.planes(); ++pl) {
+    const int64_t c = pl % g.c;
+    int64_t q[MAXK2];
+    DppWindow v;
+    for (int64_t i = 0; i < g.ho; ++i)
+      for (int64_t j = 0; j < g.wo; ++j) {
+        window_offsets(g, i, j, q);
+        dpp_window(xp + pl * g.h * g.w, q, K, P.gamma[c], P.a[c], v);
+        op[(pl * g.ho + i) * g.wo + j] = v.out;
+      }
+  }
+  return {out};
+}
+
+std::vector<paddle::Tensor> DppBackward(const paddle::Tensor& x, const paddle::Tensor& lam, const paddle::Tensor& alpha,
+                                        const paddle::Tensor& dout, int k, int threads) {
+  const Tile g = tile(x.shape(), k);
+  const DppParams P = dpp_params(lam, alpha, g.c);
+  auto dx = paddle::full(x.shape(), 0.f, paddle::DataType::FLOAT32, x.place());
+  auto dlam = paddle::empty(lam.shape(), paddle::DataType::FLOAT32, x.place());
+  auto dalpha = paddle::empty(alpha.shape(), paddle::DataType::FLOAT32, x.place());
+  std::vector<double> gg(g.planes()), ga(g.planes());  // per plane: d/dgamma and d/da
+  const float *xp = x.data<float>(), *gp = dout.data<float>();
+  float* dxp = dx.data<float>();
+  const int64_t K = g.k * g.k;
+#pragma omp parallel for num_threads(num_threads(threads)) schedule(static)
+  for (int64_t pl = 0; pl < g.planes(); ++pl) {
+    const int64_t c = pl % g.c;
+    const float gamma = P.gamma[c], a = P.a[c];
+    const float* xs = xp + pl * g.h * g.w;
+    float* dxs = dxp + pl * g.h * g.w;
+    int64_t q[MAXK2];
+    float gd[MAXK2];
+    DppWindow v;
+    double sg = 0.0, sa = 0.0;
+    for (int64_t i = 0; i < g.ho; ++i)
+      for (int64_t j = 0; j < g.wo; ++j) {
+        window_offsets(g, i, j, q);
+        dpp_window(xs, q, K, gamma, a, v);
+        const float gW = gp[(pl * g.ho + i) * g.wo + j] / v.W;
+        float sgr_r = 0.f, wg = 0.f, ag = 0.f;
+        for (int64_t e = 0; e < K; ++e) {
+          const float gw = gW * (v.x[e] - v.out);  // d out / d w_e = (x_e - out) / W
+          dxs[q[e]] = gW * v.w[e];                  // through the numerator
+          wg += gw * v.p[e] * flog(v.r[e]);         // d w_e / d gamma = r^gamma ln r
+          ag += gw;                                 // d w_e / d a = 1
+          const float gr = gw * gamma * v.p[e] / v.r[e];  // d w_e / d r_e = gamma r^(gamma-1)
+          gd[e] = gr / v.dn;                               // r_e = d_e / dn
+          sgr_r += gr * v.r[e];
+        }
+        const float gdn = -sgr_r / v.dn;  // d r_e / d dn = -r_e / dn
+        float gm = 0.f;
+        for (int64_t e = 0; e < K; ++e) {
+          const float gde = gd[e] + gdn / K;          // dn = mean(d)
+          const float t = 2.f * (v.x[e] - v.m) * gde;  // d_e = (x_e - m)^2 + eps
+          dxs[q[e]] += t;
+          gm -= t;
+        }
+        for (int64_t e = 0; e < K; ++e) dxs[q[e]] += gm / K;  // m = mean(x)
+        sg += wg;
+        sa += ag;
+      }
+    gg[pl] = sg;
+    ga[pl] = sa;
+  }
+  float *dl = dlam.data<float>(), *da = dalpha.data<float>();
+  for (int64_t c = 0; c < g.c; ++c) {
+    double sg = 0.0, sa = 0.0;
+    for (int64_t n = 0; n < g.n; ++n) sg += gg[n * g.c + c], sa += ga[n * g.c + c];
+    dl[c] = static_cast<float>(sg * P.gamma[c]);                            // gamma = e^lam / 2
+    da[c] = P.alpha_free[c] ? static_cast<float>(sa * P.a[c]) : 0.f;         // a = e^alpha below the cap
+  }
+  return {dx, dlam, dalpha};
+}
+
+std::vector<std::vector<int64_t>> DppInferShape(const std::vector<int64_t>& x, const std::vector<int64_t>& lam,
+                                                const std::vector<int64_t>& alpha, int k, int threads) {
+  return {{x[0], x[1], x[2] / k, x[3] / k}};
+}
+
+std::vector<paddle::DataType> DppInferDtype(const paddle::DataType& x, const paddle::DataType& lam,
+                                            const paddle::DataType& alpha) {
+  return {x};
+}
+
+PD_BUILD_OP(lenet_dpp)
+    .Inputs({"X", "Lam", "Alpha"})
+    .Outputs({"Out"})
+    .Attrs({"k: int", "threads: int"})
+    .SetKernelFn(PD_KERNEL(DppForward))
+    .SetInferShapeFn(PD_INFER_SHAPE(DppInferShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(DppInferDtype));
+
+PD_BUILD_GRAD_OP(lenet_dpp)
+    .Inputs({"X", "Lam", "Alpha", paddle::Grad("Out")})
+    .Outputs({paddle::Grad("X"), paddle::Grad("Lam"), paddle::Grad("Alpha")})
+    .Attrs({"k: int", "threads: int"})
+    .SetKernelFn(PD_KERNEL(DppBackward));

@@ -84,9 +84,14 @@ class StochasticPool(nn.Layer):
             return paddle.where(mass > 0, F.avg_pool2d(a * a, k, k) / paddle.clip(mass, min=1e-30), mx)
         # sample element i of each window with probability a⁺_i / Σ a⁺: one uniform u per window, the first i
         # (row-major) whose cumulative a⁺ reaches u·Σa⁺ (the inverse CDF); strided slices, no window copies
+        u = paddle.rand(mx.shape, dtype=x.dtype)
+        if self.fast:
+            out = ops.stochastic_pool(x, u, k)  # the same pick in one pass (None: no kernels)
+            if out is not None:
+                return out
         n, c, h, w = x.shape
         parts = [x[:, :, r: h - h % k: k, q: w - w % k: k] for r in range(k) for q in range(k)]
-        target = paddle.rand(mx.shape, dtype=x.dtype) * mass * float(k * k)
+        target = u * mass * float(k * k)
         picked = parts[-1]
         cums, running = [], None
         for part in parts[:-1]:
@@ -157,8 +162,14 @@ class DPPPool(nn.Layer):
         self.lam = self.create_parameter([1, channels, 1, 1, 1], default_initializer=init)
         self.alpha = self.create_parameter([1, channels, 1, 1, 1], default_initializer=init)
 
+    fast = False
+
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         k = self.k
+        if self.fast:
+            out = ops.dpp_pool(x, self.lam, self.alpha, k)  # one fused pass per window (None: no kernels)
+            if out is not None:
+                return out
         n, c, h, w = x.shape
         ho, wo = h // k, w // k
         x = x[:, :, : ho * k, : wo * k]
