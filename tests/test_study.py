@@ -46,6 +46,13 @@ def test_every_shipped_config_validates() -> None:
                 load_config(path)
 
 
+def test_runs_are_ordered_seed_major() -> None:
+    """A study stopped early (or one shard of it) has every model on its first seeds, not some models on all."""
+    cfg, jobs = load_study(os.path.join(ROOT, "configs", "study", "pooling_zoo.yml"), ["Study.seeds=[4, 1]"])
+    labels = [m["label"] for m in cfg["Study"]["models"]]
+    assert [(j["seed"], j["label"]) for j in jobs] == [(s, label) for s in (4, 1) for label in labels]
+
+
 def test_bad_study_config() -> None:
     with pytest.raises(ConfigError, match="appears twice"):
         load_study(STUDY, ["Study.models=[{label: a}, {label: a}]"])
