@@ -216,15 +216,16 @@ def max_pool2x2(x: paddle.Tensor) -> paddle.Tensor:
 def stochastic_pool(x: paddle.Tensor, u: paddle.Tensor, k: int) -> paddle.Tensor | None:
     """Stochastic pooling's training draw over k×k windows given one uniform ``u`` per window, or None
     without the kernels (``StochasticPool`` then computes the same pick with Paddle's ops)."""
-    kern = _applies(x)
-    if kern is None or k * k > 256:
-        return None
-    return kern.lenet_stochastic_pool(x, u, k, _threads)[0]
+    kern = _window_kernels(x, k)
+    return None if kern is None else kern.lenet_stochastic_pool(x, u, k, _threads)[0]
 
 
 def dpp_pool(x: paddle.Tensor, lam: paddle.Tensor, alpha: paddle.Tensor, k: int) -> paddle.Tensor | None:
     """``DPPPool``'s function fused into one pass per window (forward and backward), or None without the kernels."""
-    kern = _applies(x)
-    if kern is None or k * k > 256:
-        return None
-    return kern.lenet_dpp(x, lam, alpha, k, _threads)
+    kern = _window_kernels(x, k)
+    return None if kern is None else kern.lenet_dpp(x, lam, alpha, k, _threads)
+
+
+def _window_kernels(x: paddle.Tensor, k: int) -> Any:
+    """The kernels for k×k-window pooling of ``x``, or None (they hold a window on the stack: at most 16×16)."""
+    return _applies(x) if k * k <= 256 else None

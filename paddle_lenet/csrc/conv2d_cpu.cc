@@ -477,18 +477,17 @@ float plane_weights(const float* ls, int64_t size, float* e) {
 
 constexpr float UNDERFLOW = 1e-20f;
 
-// z = sum of the window's weights; weight(q) gives each (plane-shifted, or window-shifted if z underflows)
-template <class F>
-inline float window_sum(const Win& g, int64_t i, int64_t j, const float* ls, const float* e, bool* own, F f) {
+// z = sum of the window's weights e[q]; if that underflows, *own is set and z sums e^(L - *m) with *m the
+// window's own maximum instead
+inline float window_sum(const Win& g, int64_t i, int64_t j, const float* ls, const float* e, bool* own, float* m) {
   float z = 0.f;
   for_window(g, i, j, [&](int64_t q) { z += e[q]; });
   *own = z < UNDERFLOW;
   if (*own) {
-    float m = -INFINITY;
-    for_window(g, i, j, [&](int64_t q) { m = std::max(m, ls[q]); });
+    *m = -INFINITY;
+    for_window(g, i, j, [&](int64_t q) { *m = std::max(*m, ls[q]); });
     z = 0.f;
-    for_window(g, i, j, [&](int64_t q) { z += std::exp(ls[q] - m); });
-    f(m);
+    for_window(g, i, j, [&](int64_t q) { z += std::exp(ls[q] - *m); });
   }
   return z;
 }
@@ -510,7 +509,7 @@ std::vector<paddle::Tensor> SoftWindowForward(const paddle::Tensor& x, const pad
         for (int64_t j = 0; j < g.wo; ++j) {
           float acc = 0.f, wm = 0.f;
           bool own;
-          const float z = window_sum(g, i, j, ls, e.data(), &own, [&](float m) { wm = m; });
+          const float z = window_sum(g, i, j, ls, e.data(), &own, &wm);
           if (own)
             for_window(g, i, j, [&](int64_t q) { acc += std::exp(ls[q] - wm) * xs[q]; });
           else
@@ -544,7 +543,7 @@ std::vector<paddle::Tensor> SoftWindowBackward(const paddle::Tensor& x, const pa
           const int64_t o = (pl * g.ho + i) * g.wo + j;
           float wm = 0.f;
           bool own;
-          const float z = window_sum(g, i, j, ls, e.data(), &own, [&](float m) { wm = m; });
+          const float z = window_sum(g, i, j, ls, e.data(), &own, &wm);
           const float gz = gp[o] / z, y = op[o];
           for_window(g, i, j, [&](int64_t q) {
             const float gpq = gz * (own ? std::exp(ls[q] - wm) : e[q]);  // g * p_q

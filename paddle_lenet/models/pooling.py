@@ -77,19 +77,20 @@ class StochasticPool(nn.Layer):
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         k = self.k
+        n, c, h, w = x.shape
+        if self.training:  # one uniform u per window (drawn first: nothing else here consumes random numbers)
+            u = paddle.rand([n, c, h // k, w // k], dtype=x.dtype)
+            if self.fast:
+                out = ops.stochastic_pool(x, u, k)  # the pick below in one pass (None: no kernels)
+                if out is not None:
+                    return out
         a = F.relu(x)
         mass = F.avg_pool2d(a, k, k)  # Σ a⁺ / k²: zero where the window has nothing positive
         mx = ops.max_pool2x2(x) if self.fast and k == 2 else F.max_pool2d(x, k, k)
         if not self.training:  # Σ p·a with p = a⁺/Σa⁺ is Σ a⁺² / Σ a⁺ (a·a⁺ = a⁺²)
             return paddle.where(mass > 0, F.avg_pool2d(a * a, k, k) / paddle.clip(mass, min=1e-30), mx)
-        # sample element i of each window with probability a⁺_i / Σ a⁺: one uniform u per window, the first i
-        # (row-major) whose cumulative a⁺ reaches u·Σa⁺ (the inverse CDF); strided slices, no window copies
-        u = paddle.rand(mx.shape, dtype=x.dtype)
-        if self.fast:
-            out = ops.stochastic_pool(x, u, k)  # the same pick in one pass (None: no kernels)
-            if out is not None:
-                return out
-        n, c, h, w = x.shape
+        # sample element i of each window with probability a⁺_i / Σ a⁺: the first i (row-major) whose
+        # cumulative a⁺ reaches u·Σa⁺ (the inverse CDF); strided slices, no window copies
         parts = [x[:, :, r: h - h % k: k, q: w - w % k: k] for r in range(k) for q in range(k)]
         target = u * mass * float(k * k)
         picked = parts[-1]
