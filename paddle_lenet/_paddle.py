@@ -1,16 +1,28 @@
-"""``import paddle`` without its import-time noise; every module of the package imports paddle after this.
+"""``import paddle`` without its import-time noise and without its signal handlers; every module of the package
+imports paddle after this.
 
 Paddle's import prints "No ccache found" (a UserWarning) and installs an "always" warning filter in front
 of any the caller set, so ``warnings.filterwarnings`` cannot silence it; recording the import's warnings
-does, and restores the filters afterwards. Importing paddle only here, lazily, also keeps a config error
-a sub-second answer (paddle's import takes ~2 s).
+does, and restores the filters afterwards. Paddle's import also installs C-level handlers for SIGTERM (and
+others) that abort with a C++ banner and exit −15, replacing whatever the host program had set: the Python
+handlers of SIGINT and SIGTERM in force before the import are put back, so importing this package leaves
+the host's signal handling as it was. Importing paddle only here, lazily, also keeps a config error a
+sub-second answer (paddle's import takes ~2 s).
 """
 
 import os
+import signal
+import threading
 import warnings
 
 os.environ.setdefault("GLOG_minloglevel", "2")
+_before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
 with warnings.catch_warnings(record=True):
+    warnings.simplefilter("ignore")  # also under PYTHONWARNINGS=error: paddle's import warnings are not errors
     import paddle  # noqa: F401
+if threading.current_thread() is threading.main_thread():
+    for _sig, _handler in _before.items():
+        if _handler is not None:
+            signal.signal(_sig, _handler)
 # printed by every BatchNorm layer in training, in every study worker: true, and nothing to act on
 warnings.filterwarnings("ignore", message=".*we now always track global mean and variance.*")

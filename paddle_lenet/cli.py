@@ -4,9 +4,9 @@ Exit codes (the README's "Guarantees" lists them): 0 success; 2 a problem in the
 message names (config, data, run folder, file system); 3 training diverged (non-finite loss); 130 stopped by
 SIGINT/SIGTERM; 1 anything else (a failed export check, a study run that failed, an internal error).
 
-Importing this module installs the SIGINT/SIGTERM handler, so a tool can be interrupted cleanly from the
-first instant — during paddle's import and the kernel build too. Training replaces it with its own
-graceful handler (finish the step, checkpoint) while a run is in progress.
+:func:`install_signal_handlers` (called by each tool first, never at import) makes SIGINT/SIGTERM exit 130
+with one line from the first instant — during paddle's import and the kernel build too. Training replaces it
+with its own graceful handler (finish the step, checkpoint) while a run is in progress, and restores it after.
 """
 
 from __future__ import annotations
@@ -19,55 +19,29 @@ import sys
 import tempfile
 import traceback
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 from .errors import TrainingStopped, UserError
+from .stdio import real_stderr_fd
 
 MIN_PADDLE = (3, 0)
-
-
-_real_stderr: int | None = None  # the terminal's stderr while fd 2 is captured (see captured_stderr)
 
 
 def _early_handler(signum: int, frame: object) -> None:
     name = signal.Signals(signum).name
     msg = f"stopped: {name}; nothing is half-written (files are replaced whole or not at all)\n"
-    os.write(_real_stderr if _real_stderr is not None else 2, msg.encode())
+    os.write(real_stderr_fd(), msg.encode())
     os._exit(130)
 
 
-@contextlib.contextmanager
-def captured_stderr() -> Iterator[Callable[[], str]]:
-    """Send file descriptor 2 — this process's *and its children's* stderr — to a temporary file.
-
-    Paddle's extension loader runs helper processes that print import-time warnings to the inherited
-    stderr; Python-level filters cannot reach them. Yields a function returning what was captured.
-    """
-    global _real_stderr
-    sys.stderr.flush()
-    saved = os.dup(2)
-    tmp = tempfile.TemporaryFile()
-    os.dup2(tmp.fileno(), 2)
-    _real_stderr = saved
-    try:
-        yield lambda: (tmp.seek(0), tmp.read().decode(errors="replace"))[1]
-    finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        _real_stderr = None
-        os.close(saved)
-        tmp.close()
-
-
 def install_signal_handlers() -> None:
+    """Exit 130 with one line on SIGINT/SIGTERM: what a tool wants from its first instant (imports, the kernel
+    build). Called by the ``tools/`` scripts before anything else; never by importing the library."""
     for s in (signal.SIGINT, signal.SIGTERM):
         try:
             signal.signal(s, _early_handler)
         except ValueError:  # not the main thread
             pass
-
-
-install_signal_handlers()
 
 
 def quiet_paddle() -> None:
@@ -163,10 +137,46 @@ def _internal_error(e: BaseException) -> int:
     return 1
 
 
+class _PipeTolerant:
+    """stdout that survives its reader going away (``train.py | head``): the work goes on, the output is dropped.
+
+    A closed pipe must not stop a run halfway with exit 0; after the first EPIPE everything goes to /dev/null.
+    """
+
+    def __init__(self, stream: object) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._drop()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._drop()
+
+    def _drop(self) -> None:
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), self._stream.fileno())
+        self._stream = open(os.devnull, "w")
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._stream, name)
+
+
 def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> None:
     """Run a tool's ``main``; every way out is an exit code and at most one stderr line."""
     from .files import fs_error
 
+    install_signal_handlers()
+    for stream in (sys.stdout, sys.stderr):  # a C/ASCII locale: "×" and "±" must not end a tool
+        with contextlib.suppress(AttributeError, ValueError):
+            stream.reconfigure(errors="backslashreplace")
+    sys.stdout = _PipeTolerant(sys.stdout)
     try:
         require_paddle()
         code = main(argv)

@@ -21,6 +21,9 @@ from .errors import ConfigError
 
 INT32 = 2**31 - 1
 
+# the downsampling operators of seed 003 that ``Arch.pool`` names (models/pooling.py builds them)
+POOLS = ("max", "avg", "lp", "mixed", "stochastic", "soft", "lip", "dpp")
+
 
 @dataclass(frozen=True)
 class Key:
@@ -100,7 +103,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "num_classes": _k(None, int, nullable=True, lo=1, hi=100_000,
                           help="default: the dataset's class count; never fewer than the dataset's labels"),
         "pool": _k(None, str, nullable=True,
-                   choices=("max", "avg", "lp", "mixed", "stochastic", "soft", "lip", "dpp"),
+                   choices=POOLS,
                    help="LeNet family: pooling operator (default max, as in the notebook)"),
         "pool_p": _k(None, float, int, nullable=True, lo=0, hi=64, lo_open=True, help="p of power-average (lp) pooling"),
         "head": _k(None, str, nullable=True, choices=("fc", "gap"), help="LeNet family: FC stack or global-average-pooling head"),
@@ -125,7 +128,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "weight_decay": _k(0.0, float, int, lo=0, hi=1, help="L2 decay"),
         "milestones": _k([], list, item=int, lo=1, hi=100_000, unique=True,
                          help="epochs at which the learning rate is multiplied by gamma; increasing, ≤ Global.epochs"),
-        "gamma": _k(0.1, float, int, lo=0, hi=10, lo_open=True),
+        "gamma": _k(0.1, float, int, lo=0, hi=1, lo_open=True, hi_open=True,
+                   help="learning-rate factor at each milestone (Paddle's MultiStepDecay needs it below 1)"),
     },
     "Metric": {
         "topk": _k([1, 2], list, item=int, lo=1, hi=100_000, unique=True, help="each k ≤ the class count"),
@@ -140,6 +144,14 @@ SCHEMA: dict[str, dict[str, Key]] = {
                      help="pixel shifts for the translation-robustness test; each smaller than the image"),
         "compare": _k([], list, help="pairs [a, b] to test; default: every pair"),
         "paper": _k(None, dict, nullable=True, help="published numbers to print beside ours"),
+        "equivalence_margin": _k(0.005, float, lo=0, lo_open=True, hi=1,
+                                 help="acc_top1 difference (a fraction: 0.005 = 0.5 points) within which two models "
+                                      "count as equivalent (two one-sided tests, Holm over the family); stated "
+                                      "before the runs"),
+        "records": _k(None, str, nullable=True,
+                      help="folder of the finished runs' records ({study}: the study's name); commit it, e.g. "
+                           "docs/results/{study}/runs, and the study reports and continues on any machine"),
+        "alpha": _k(0.05, float, lo=0, lo_open=True, hi=0.5, help="family-wise error rate of the comparisons"),
     },
 }
 
@@ -279,6 +291,12 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     parts = path.strip().split(".")
     if len(parts) != 2 or not all(parts):
         raise ConfigError(f"malformed override '{text}'; the key must be Section.key, e.g. -o Global.epochs=3")
+    key = SCHEMA.get(parts[0], {}).get(parts[1])
+    if key is not None and key.types == (str,) and raw.strip() not in ("null", "~", ""):
+        return parts[0], parts[1], raw  # a text value is taken as typed: a '#' or ': ' is part of a path, not YAML
+    if any(ch in raw for ch in "#\n\r"):
+        raise ConfigError(f"override '{text}': a '#' or line break in a value would be read as a YAML comment or a "
+                          f"new line and lose text; {parts[0]}.{parts[1]} takes no such characters")
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as e:

@@ -220,7 +220,25 @@ def load_split(name: str, root: str | None, mode: str, limit: int | None = None)
         labels = np.array([d[1] for d in ds.data], dtype="int64").reshape(-1, 1)
     if limit:
         images, labels = images[:limit], labels[:limit]
+    _check_content(name, folder, images)
     return ArrayData((images.astype("float32") / 255.0).astype("float32"), labels, info)
+
+
+# mean pixel value (0–255) of each grayscale set: MNIST digits are thin strokes on black (~33), Fashion-MNIST
+# garments fill the frame (~73); the files share names and format, so only their content tells them apart
+_MEAN_INTENSITY = {"MNIST": 33.3, "MNIST5k": 33.3, "FashionMNIST": 72.9}
+
+
+def _check_content(name: str, folder: str, images: np.ndarray) -> None:
+    """Refuse digits recorded as garments (and the reverse): a run would be published under the wrong data set."""
+    if name not in _MEAN_INTENSITY or len(images) < 32:
+        return
+    mean = float(images[:2000].mean())
+    nearest = min(_MEAN_INTENSITY, key=lambda k: abs(_MEAN_INTENSITY[k] - mean))
+    if _MEAN_INTENSITY[nearest] != _MEAN_INTENSITY[name] and abs(mean - _MEAN_INTENSITY[name]) > 15:
+        raise DataError(f"the files in '{folder}' look like {nearest.replace('5k', '')} (mean pixel {mean:.0f}; "
+                        f"{name} has ~{_MEAN_INTENSITY[name]:.0f}), not {name}; point Data.root at {name}'s files or "
+                        f"set -o Data.name={nearest if nearest != 'MNIST5k' else 'MNIST'}")
 
 
 def fingerprint(data: ArrayData) -> str:

@@ -23,13 +23,14 @@ import paddle
 
 from . import checkpoint as ckpt
 from . import ops
+from .accelerate import accelerate, accelerated_layers
 from .config import dump, run_dir
 from .data import DATASETS, ArrayData, ArrayLoader, EpochBatchSampler, fingerprint, load_split
 from .errors import ConfigError, TrainingStopped, UserError
 from .files import makedirs, write_json, write_text
 from .flops import count_flops
-from .models import arch_revision, count_params, count_trainable, create_model, get_entry, model_kwargs
-from .runfolder import RunFolder
+from .models import arch_revision, count_params, count_trainable, create_model, get_entry
+from .runfolder import RunFolder, check_identity, identity
 
 
 # --------------------------------------------------------------------------- setup
@@ -52,8 +53,9 @@ def pin_threads(n: int) -> None:
 
 
 def seed_everything(seed: int) -> None:
+    """Paddle's generator drives every random number of a run (init, dropout, stochastic layers; the data
+    order has its own, :class:`EpochBatchSampler`). numpy's global generator is the host program's: untouched."""
     paddle.seed(seed)
-    np.random.seed(seed % 2**32)
 
 
 class MeanLoss(paddle.metric.Metric):
@@ -130,8 +132,8 @@ class Experiment:
         if self.num_classes < labels:
             raise ConfigError(f"Arch.num_classes={self.num_classes} but the data has labels up to {labels - 1}; "
                               f"leave Arch.num_classes null")
-        # data-parallel ranks on one CPU share its cores
-        ops.configure(enabled=g["fast"], threads=g["kernel_threads"] or max(1, ops.cpu_cores() // self.world_size))
+        # data-parallel ranks on one CPU share its cores; whether the kernels are used is Global.fast's accelerate pass
+        ops.configure(threads=g["kernel_threads"] or max(1, ops.cpu_cores() // self.world_size))
         if g["fast"] and self.device == "cpu":
             ops.kernels()  # compile/load now: never inside a timed epoch
         seed_everything(g["seed"])
@@ -150,12 +152,12 @@ class Experiment:
         a = self.cfg["Arch"]
         kwargs = {k: v for k, v in a.items() if k != "name"}
         kwargs["num_classes"] = self.num_classes
-        if "fast" in model_kwargs(a["name"]):
-            kwargs["fast"] = self.cfg["Global"]["fast"]
         # unique_name.guard: parameter and optimizer-state names must not depend on what was
         # built before in this process, or a resumed optimizer state would not match.
         with paddle.utils.unique_name.guard():
-            return create_model(a["name"], **kwargs)
+            net = create_model(a["name"], **kwargs)
+        # the one place the fast path is switched on; in static graphs (export) the layers run their plain forward
+        return accelerate(net) if self.cfg["Global"]["fast"] else net
 
     def build_optimizer(self, steps_per_epoch: int) -> paddle.optimizer.Optimizer:
         o = self.cfg["Optimizer"]
@@ -200,6 +202,26 @@ class Experiment:
             out[f"acc_top{k}"] = float(logs[f"acc_top{k}"])
         return out
 
+    def arithmetic(self) -> dict[str, Any]:
+        """Which code computes the run's numbers: the package's kernels (their source revision) or Paddle's ops.
+
+        Recorded in every checkpoint and ``metrics.json``: the two give the same function but not the same last
+        bits, so a resumed run or a study must not mix them unknowingly.
+        """
+        on_kernels = (self.cfg["Global"]["fast"] and self.device == "cpu" and ops.kernels() is not None
+                      and bool(accelerated_layers(self.net)))
+        return {"kernels": ops.revision() if on_kernels else None, "fast": self.cfg["Global"]["fast"],
+                "isa": ops.isa(), "paddle": paddle.__version__}
+
+    def load_weights(self, path: str, own: bool = True) -> str:
+        """Put a checkpoint's weights into the model after checking it is this config's run; returns how it was
+        checked ("recorded run" or "unchecked: no record")."""
+        weights, state = ckpt.load_params(path, self.net, own=own)
+        if state is not None:
+            check_identity(state["identity"], self.cfg, arch_revision(self.cfg["Arch"]), f"checkpoint '{path}'")
+        self.net.set_state_dict(weights)
+        return "identity checked against the run's config" if state is not None else "unchecked: no record"
+
     def param_count(self) -> int:
         return count_params(self.net)
 
@@ -243,10 +265,10 @@ class StepCallback(paddle.callbacks.Callback):
             for k, acc in zip(r.topk, r.exp.accuracy.last, strict=True):
                 r.writer.add_scalar(f"train/acc_top{k}", float(acc), r.global_step)
         pe = r.cfg["Global"]["print_every"]
-        if pe and r.step_in_epoch % pe == 0 and r.is_main:
+        if pe and r.step_in_epoch % pe == 0 and r.progress:
             rate = r.images_this_epoch() / max(time.time() - r.epoch_t0, 1e-9)
             print(f"epoch {r.epoch + 1}/{r.epochs} step {r.step_in_epoch}/{r.steps_per_epoch} | epoch so far: "
-                  f"loss {r.loss_sum / r.loss_n:.4f} acc_top1 {float(logs[f'acc_top{r.topk[0]}']):.4f} | "
+                  f"loss {r.loss_sum / r.loss_n:.4f} acc_top{r.topk[0]} {float(logs[f'acc_top{r.topk[0]}']):.4f} | "
                   f"{rate:,.0f} img/s", flush=True)
         if r.stop_signal:
             raise _Interrupt(r.stop_signal)
@@ -274,26 +296,28 @@ class Run:
         self.epoch_t0 = time.time()
         self.epoch_skip = 0
         self.history: list[dict[str, float]] = []  # eval metrics per evaluated epoch (learning curves)
+        self.progress = self.is_main  # print progress lines (see train's ``progress``)
 
     def images_this_epoch(self) -> int:
         return (self.step_in_epoch - self.epoch_skip) * self.cfg["Data"]["batch_size"] * self.exp.world_size
 
     # ---- state that goes into a checkpoint
     def state(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "step": self.step_in_epoch, "global_step": self.global_step,
+        """Plain JSON (see :mod:`paddle_lenet.checkpoint`): the run's identity and where it stands."""
+        return {"identity": identity(self.cfg, arch_revision(self.cfg["Arch"]), self.exp.arithmetic()),
+                "epoch": self.epoch, "step": self.step_in_epoch, "global_step": self.global_step,
                 "train_seconds": self.train_seconds, "steps_per_epoch": self.steps_per_epoch,
-                "seed": self.cfg["Global"]["seed"], "history": self.history, "rng": paddle.get_rng_state(),
-                "numpy_rng": np.random.get_state(), "loss_sum": self.loss_sum, "loss_n": self.loss_n,
-                "arch_revision": arch_revision(self.cfg["Arch"])}
+                "seed": self.cfg["Global"]["seed"], "history": self.history,
+                "rng": ckpt.encode_rng(paddle.get_rng_state()),
+                "loss_sum": self.loss_sum, "loss_n": self.loss_n}
 
     def restore(self, state: dict[str, Any]) -> None:
         self.epoch, self.step_in_epoch = state["epoch"], state["step"]
         self.global_step, self.train_seconds = state["global_step"], state["train_seconds"]
         self.history = state["history"]
         # the epoch's running train loss, so a mid-epoch resume records the same history[].train_loss
-        self.loss_sum, self.loss_n = state.get("loss_sum", 0.0), state.get("loss_n", 0)
-        paddle.set_rng_state(state["rng"])
-        np.random.set_state(state["numpy_rng"])
+        self.loss_sum, self.loss_n = state["loss_sum"], state["loss_n"]
+        paddle.set_rng_state(ckpt.decode_rng(state["rng"]))
 
     def save(self) -> str:
         if not self.is_main:
@@ -342,8 +366,11 @@ def _open_writer(run: Run) -> Any:
     return writer
 
 
-def train(cfg: dict[str, Any], quiet: bool = False, prefix: str = "") -> dict[str, Any]:
+def train(cfg: dict[str, Any], quiet: bool = False, prefix: str = "", progress: bool | None = None) -> dict[str, Any]:
     """Train, evaluate and record one run; returns the contents of ``metrics.json``.
+
+    ``quiet``: no resolved config and no closing JSON line; ``progress`` (default: not ``quiet``): the per-step
+    and per-epoch lines, each starting with ``prefix``. Errors are raised (:class:`UserError`, :class:`TrainingStopped`).
 
     Order matters for trust: the config is already validated; the run folder is checked (read-only), then
     model, data and kernels are built — any of these failing leaves no trace — and only then is the folder
@@ -358,7 +385,7 @@ def train(cfg: dict[str, Any], quiet: bool = False, prefix: str = "") -> dict[st
     is_main = exp.rank == 0
     if not is_main:  # rank 0 alone checks and writes the folder; the others follow its checkpoints
         return _train(cfg, exp, folder, ckpt.load_latest(folder.ckpt_dir) if cfg["Global"]["resume"] else None,
-                      quiet, prefix)
+                      quiet, prefix, progress)
     folder.check()
     created = not os.path.exists(folder.dir)
     folder.lock()
@@ -373,7 +400,7 @@ def train(cfg: dict[str, Any], quiet: bool = False, prefix: str = "") -> dict[st
         try:
             makedirs(folder.ckpt_dir)
             write_text(folder.config_path, dump(cfg))
-            return _train(cfg, exp, folder, resume_state, quiet, prefix)
+            return _train(cfg, exp, folder, resume_state, quiet, prefix, progress)
         except (UserError, OSError):
             if created and ckpt.latest_tag(folder.ckpt_dir) is None:
                 folder.remove_if_empty()  # nothing trained yet: leave no half-made run behind
@@ -383,28 +410,30 @@ def train(cfg: dict[str, Any], quiet: bool = False, prefix: str = "") -> dict[st
 
 
 def _train(cfg: dict[str, Any], exp: Experiment, folder: RunFolder, resume_state: Any, quiet: bool,
-           prefix: str) -> dict[str, Any]:
+           prefix: str, progress: bool | None) -> dict[str, Any]:
     run = Run(cfg, exp, folder)
+    run.progress = (not quiet if progress is None else progress) and run.is_main
     d = run.dir
     if not quiet and run.is_main:
         print(dump(cfg), end="", flush=True)
     if resume_state is not None:
         net_state, opt_state, state = resume_state
+        check_identity(state["identity"], cfg, arch_revision(cfg["Arch"]), f"cannot resume '{d}': its checkpoint",
+                       arithmetic=exp.arithmetic())
         want = exp.net.state_dict()
-        if set(net_state) != set(want) or any(list(net_state[k].shape) != list(want[k].shape) for k in want) \
-                or state.get("arch_revision", 1) != arch_revision(cfg["Arch"]):
-            raise ConfigError(f"cannot resume '{d}': its checkpoint holds another network than Arch now builds "
-                              f"(the operator's definition changed since); start it again with -o Global.overwrite=true")
+        if any(k not in net_state or list(net_state[k].shape) != list(want[k].shape) for k in want):
+            raise ConfigError(f"cannot resume '{d}': its checkpoint holds another network than Arch now builds; "
+                              f"start it again with -o Global.overwrite=true")
         exp.net.set_state_dict(net_state)
         exp.model._optimizer.set_state_dict(opt_state)
         run.restore(state)
-        if run.is_main:
+        if run.progress:
             print(f"resuming {d} after epoch {run.epoch}" + (f", step {run.step_in_epoch}" if run.step_in_epoch else ""),
                   flush=True)
     old_handlers = _handle_signals(run)
     if cfg["Global"]["vdl"] and run.is_main:
         run.writer = _open_writer(run)
-    if run.is_main:
+    if run.progress:
         print(f"{prefix}{cfg['Arch']['name']}: {exp.param_count():,} parameters | {exp.info.description} "
               f"{len(exp.train_data):,} train / {len(exp.test_data):,} test | device {exp.device}", flush=True)
     callbacks = [StepCallback(run)]
@@ -446,7 +475,7 @@ def _train(cfg: dict[str, Any], exp: Experiment, folder: RunFolder, resume_state
                         run.writer.add_scalar(f"eval/{k}", v, run.epoch)
                 line += " | eval " + " ".join(f"{k} {v:.4f}" for k, v in eval_logs.items())
             run.save()
-            if run.is_main:
+            if run.progress:
                 print(prefix + line, flush=True)
             if run.stop_signal:
                 raise TrainingStopped(
@@ -457,7 +486,7 @@ def _train(cfg: dict[str, Any], exp: Experiment, folder: RunFolder, resume_state
         metrics = {
             "model": cfg["Arch"]["name"], "dataset": cfg["Data"]["name"], "params": exp.param_count(),
             "trainable_params": count_trainable(exp.net)[0], "buffers": count_trainable(exp.net)[1],
-            "arch_revision": arch_revision(cfg["Arch"]),
+            "arch_revision": arch_revision(cfg["Arch"]), "arithmetic": exp.arithmetic(),
             "flops": exp.flops(), "epochs": run.epochs, "seed": cfg["Global"]["seed"], **eval_logs,
             "train_seconds": round(run.train_seconds, 3), "steps": run.global_step,
             "train_samples": len(exp.train_data), "test_samples": len(exp.test_data),
@@ -492,8 +521,8 @@ def evaluate_checkpoint(cfg: dict[str, Any], run_metrics: dict[str, Any] | None 
     path = cfg["Global"]["checkpoint"] or os.path.join(run_dir(cfg), "checkpoints", "final.pdparams")
     exp = Experiment(cfg, load_train=False)
     check_same_data(cfg, run_metrics, exp.test_fingerprint(), other_data)
-    exp.net.set_state_dict(ckpt.load_params(path, exp.net))
-    out = {"model": cfg["Arch"]["name"], "dataset": cfg["Data"]["name"], "checkpoint": path}
+    checked = exp.load_weights(path, own=not cfg["Global"]["checkpoint"])
+    out = {"model": cfg["Arch"]["name"], "dataset": cfg["Data"]["name"], "checkpoint": path, "identity": checked}
     out.update(exp.evaluate())
     out["test_samples"] = len(exp.test_data)
     return out
@@ -507,7 +536,7 @@ def shift_accuracy(cfg: dict[str, Any], shifts: list[int]) -> dict[str, float]:
     from .data import shift_images
 
     exp = Experiment(cfg, load_train=False)
-    exp.net.set_state_dict(ckpt.load_params(os.path.join(run_dir(cfg), "checkpoints", "final.pdparams"), exp.net))
+    exp.load_weights(os.path.join(run_dir(cfg), "checkpoints", "final.pdparams"))
     out = {}
     for k in shifts:
         dirs = ("up", "down", "left", "right") if k else ("up",)

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from typing import Any
 
 import numpy as np
 from . import _paddle  # noqa: F401  (paddle without its import-time warnings)
 import paddle
 
-from . import checkpoint as ckpt
 from .config import run_dir
 from .data import DATASETS
 from .errors import TrainingStopped, UserError
@@ -35,12 +35,20 @@ def make_predictor(model_dir: str) -> Any:
     files = [os.path.join(model_dir, f) for f in ("model.json", "model.pdiparams")]
     missing = [f for f in files if not os.path.isfile(f)]
     if missing:
-        raise ModelDirError(f"'{model_dir}' is not an exported model (missing {os.path.basename(missing[0])}); "
-                            f"create one with tools/export.py -c CONFIG --out {model_dir}")
+        hint = (f"'{model_dir}' is a training run folder, not an exported model; export it first: "
+                f"python tools/export.py -c {model_dir} --out export/{os.path.basename(os.path.normpath(model_dir))}"
+                if os.path.isfile(os.path.join(model_dir, "config.yml")) else
+                f"'{model_dir}' is not an exported model (missing {os.path.basename(missing[0])}); "
+                f"create one with tools/export.py -c RUN_FOLDER --out {model_dir}")
+        raise ModelDirError(hint)
     config = inference.Config(*files)
     config.disable_glog_info()
     config.disable_gpu()
-    return inference.create_predictor(config)
+    try:
+        return inference.create_predictor(config)
+    except Exception as e:  # paddle raises many types for a damaged graph or truncated parameters
+        raise ModelDirError(f"the exported model in '{model_dir}' is damaged ({type(e).__name__}); "
+                            f"re-export it with tools/export.py") from None
 
 
 def run_predictor(predictor: Any, x: np.ndarray) -> np.ndarray:
@@ -52,16 +60,27 @@ def run_predictor(predictor: Any, x: np.ndarray) -> np.ndarray:
 
 
 def load_meta(model_dir: str) -> dict[str, Any]:
+    """``meta.json``, checked field by field: a tampered file is one line, never a wrong preprocessing."""
     path = os.path.join(model_dir, "meta.json")
     if not os.path.isdir(model_dir):
         raise ModelDirError(f"model folder '{model_dir}' does not exist; create it with tools/export.py -c CONFIG --out DIR")
+    if not os.path.isfile(path) and os.path.isfile(os.path.join(model_dir, "config.yml")):
+        make_predictor(model_dir)  # a training run folder: says so, with the export command
     try:
         with open(path, encoding="utf-8") as f:
             meta = json.load(f)
-        meta["input_shape"] = [int(v) for v in meta["input_shape"]]
+        shape, names, n = meta["input_shape"], meta.get("class_names"), meta["num_classes"]
+        ok = (isinstance(shape, list) and len(shape) == 3 and all(isinstance(v, int) and 0 < v <= 4096 for v in shape)
+              and meta["color"] in ("L", "RGB") and (meta["color"] == "L") == (shape[0] == 1)
+              and isinstance(meta["scale"], (int, float)) and not isinstance(meta["scale"], bool)
+              and 0 < meta["scale"] <= 1 and isinstance(n, int) and not isinstance(n, bool) and n >= 1
+              and (names is None or (isinstance(names, list) and len(names) == n and all(isinstance(x, str) for x in names))))
+        if not ok:
+            raise ValueError
         return meta
     except (OSError, ValueError, KeyError, TypeError):
-        raise ModelDirError(f"'{path}' is missing or unreadable; re-export with tools/export.py") from None
+        raise ModelDirError(f"'{path}' is missing, unreadable or inconsistent (input_shape, color, scale, class_names); "
+                            f"re-export with tools/export.py") from None
 
 
 def export_run(cfg: dict[str, Any], out_dir: str) -> dict[str, Any]:
@@ -72,7 +91,7 @@ def export_run(cfg: dict[str, Any], out_dir: str) -> dict[str, Any]:
     """
     from .engine import Experiment
     from .errors import DataError
-    from .files import makedirs, write_json
+    from .files import makedirs
 
     path = cfg["Global"]["checkpoint"] or os.path.join(run_dir(cfg), "checkpoints", "final.pdparams")
     exp = Experiment(cfg, load_train=False, load_test=False)
@@ -85,25 +104,50 @@ def export_run(cfg: dict[str, Any], out_dir: str) -> dict[str, Any]:
         x = np.random.default_rng(0).random((64, *exp.info.shape), dtype=np.float32)
         verified_on = "64 random images (the dataset is not at hand)"
     net = exp.net
-    net.set_state_dict(ckpt.load_params(path, net))
-    if hasattr(net, "fast"):
-        net.fast = False  # export the plain graph: standard ops, portable to ONNX
+    exp.load_weights(path, own=not cfg["Global"]["checkpoint"])
     net.eval()
-    c, h, w = exp.info.shape
-    makedirs(out_dir)
-    prefix = os.path.join(out_dir, "model")
+    # everything is written and verified in a staging folder beside out_dir, then moved in file by file: a failed
+    # check, a full disk or a kill leaves the previous export whole (and no half-written one)
+    parent = os.path.dirname(os.path.abspath(out_dir))
+    makedirs(parent)
+    stage = os.path.join(parent, f".{os.path.basename(os.path.abspath(out_dir))}.partial-{os.getpid()}")
+    shutil.rmtree(stage, ignore_errors=True)
     try:
-        paddle.jit.save(net, prefix, input_spec=[paddle.static.InputSpec([None, c, h, w], "float32", "image")])
+        makedirs(stage)
+        report = _export_into(cfg, exp, path, x, verified_on, stage)
+        makedirs(out_dir)
+        for name in FILES:
+            target = os.path.join(out_dir, name)
+            if name in report["files"]:
+                os.replace(os.path.join(stage, name), target)
+            elif os.path.exists(target):
+                os.remove(target)  # an older export's ONNX file would not match the new model
     except OSError as e:
         from .files import fs_error
 
         raise fs_error(e, out_dir) from None
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    report["out"] = out_dir
+    return report
+
+
+FILES = ("model.json", "model.pdiparams", "meta.json", "model.onnx")
+
+
+def _export_into(cfg: dict[str, Any], exp: Any, path: str, x: np.ndarray, verified_on: str, out_dir: str) -> dict[str, Any]:
+    from .files import write_json
+
+    net = exp.net
+    c, h, w = exp.info.shape
+    prefix = os.path.join(out_dir, "model")
+    paddle.jit.save(net, prefix, input_spec=[paddle.static.InputSpec([None, c, h, w], "float32", "image")])
     info = DATASETS[cfg["Data"]["name"]]
     meta = {"model": cfg["Arch"]["name"], "dataset": info.name, "input_shape": [c, h, w],
             "color": "L" if c == 1 else "RGB", "scale": 1 / 255.0, "num_classes": exp.num_classes,
             "class_names": list(info.class_names) if info.class_names else None, "checkpoint": path}
     write_json(os.path.join(out_dir, "meta.json"), meta)
-    report: dict[str, Any] = {"out": out_dir, "checkpoint": path, "files": ["model.json", "model.pdiparams", "meta.json"]}
+    report: dict[str, Any] = {"checkpoint": path, "files": ["model.json", "model.pdiparams", "meta.json"]}
 
     with paddle.no_grad():
         ref = net(paddle.to_tensor(x)).numpy()
@@ -125,11 +169,12 @@ def export_run(cfg: dict[str, Any], out_dir: str) -> dict[str, Any]:
             sess = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
             outputs["onnxruntime"] = sess.run(None, {sess.get_inputs()[0].name: x})[0]
     for name, out in outputs.items():
-        diff = float(np.abs(out - ref).max())
+        diff = float(np.abs(out - ref).max()) if np.isfinite(out).all() else float("inf")
         same_top1 = bool((out.argmax(1) == ref.argmax(1)).all())
         report[f"{name}_max_abs_diff"] = diff
         if diff > TOLERANCE or not same_top1:
             raise TrainingStopped(f"export check failed: {name} differs from dygraph by {diff:.2e} "
-                                  f"(tolerance {TOLERANCE}), top-1 equal: {same_top1}", 1)
+                                  f"(tolerance {TOLERANCE}), top-1 equal: {same_top1}; the previous export in the "
+                                  f"folder, if any, is unchanged", 1)
     report["verified_on"] = verified_on
     return report

@@ -100,15 +100,19 @@ def write_json(path: str, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
-def read_json(path: str, what: str = "file") -> Any:
-    """A JSON file the package wrote; a damaged one is a one-line error naming it."""
+def read_json(path: str, what: str = "file", kind: type = dict) -> Any:
+    """A JSON file the package wrote (a ``kind``, by default an object); a damaged one is a one-line error naming it."""
     try:
         with open(path, encoding="utf-8") as f:
-            return json.load(f)
+            value = json.load(f)
+        if not isinstance(value, kind):
+            raise ValueError(f"holds a {type(value).__name__}, not a {kind.__name__}")
+        return value
     except FileNotFoundError:
         raise RunFolderError(f"{what} '{path}' is missing") from None
     except (OSError, ValueError) as e:
-        raise RunFolderError(f"{what} '{path}' is unreadable or corrupt ({type(e).__name__}); "
+        why = str(e)[:80] if str(e).startswith("holds a") else type(e).__name__
+        raise RunFolderError(f"{what} '{path}' is unreadable or corrupt ({why}); "
                              f"delete it and run the command that writes it again") from None
 
 

@@ -1,8 +1,11 @@
 """FLOPs of one forward pass, counted with forward hooks.
 
 ``paddle.flops`` crashes on numpy >= 2.4, and counts differ between tools anyway, so the rule is
-stated here: 2 FLOPs per multiply-add of every Conv2D and Linear (bias adds, activations and
-pooling are left out; for the LeNets they are under 2%).
+stated here: 2 FLOPs per multiply-add of every Conv2D and Linear — LIP's logit convolutions and a GAP
+head's convolution included — and nothing else (bias adds, activations, normalisation and pooling
+arithmetic are left out; for the LeNets they are under 2%). The accelerated layers
+(:mod:`paddle_lenet.accelerate`) are subclasses of ``nn.Conv2D``, so their hooks fire: the count is the
+model's, whichever path computes it.
 """
 
 from __future__ import annotations
@@ -33,16 +36,12 @@ def count_flops(net: nn.Layer, input_shape: tuple[int, int, int]) -> int:
             hooks.append(layer.register_forward_post_hook(linear_hook))
     was_training = net.training
     net.eval()
-    fast = getattr(net, "fast", False)
-    if fast:  # the fast path calls F.conv2d directly; count the plain graph
-        net.fast = False
     try:
         with paddle.no_grad():
             net(paddle.zeros([1, *input_shape], dtype="float32"))
     finally:
         for h in hooks:
             h.remove()
-        net.fast = fast
         if was_training:
             net.train()
     return total

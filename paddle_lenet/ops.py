@@ -24,8 +24,9 @@ from typing import Any
 
 from . import _paddle  # noqa: F401  (paddle without its import-time warnings)
 import paddle
-import paddle.nn as nn
 import paddle.nn.functional as F
+
+from .stdio import captured_stderr
 
 SOURCE = Path(__file__).parent / "csrc" / "conv2d_cpu.cc"
 CFLAGS = ["-O3", "-march=native", "-mprefer-vector-width=512", "-fopenmp"]
@@ -85,8 +86,6 @@ def _load() -> Any:
         def build() -> Any:
             import warnings
 
-            from .cli import captured_stderr
-
             # the loader's helper processes print paddle's import warnings to the inherited stderr
             with contextlib.redirect_stdout(quiet), warnings.catch_warnings(), captured_stderr() as captured:
                 warnings.simplefilter("ignore")
@@ -138,6 +137,17 @@ def kernels() -> Any:
     return _module
 
 
+def revision() -> str:
+    """The kernels' source revision: results computed with other kernel code are other arithmetic."""
+    return hashlib.sha1(SOURCE.read_bytes()).hexdigest()[:12]
+
+
+def isa() -> str:
+    """The widest x86 vector extension this CPU offers (the kernels are compiled with -march=native)."""
+    flags = set(_cpu_fingerprint().split())
+    return next((f for f in ("avx512f", "avx2", "avx", "sse4_2") if f in flags), platform.machine() or "unknown")
+
+
 def cpu_cores() -> int:
     """Cores this process may run on (the affinity mask, not the machine's count)."""
     try:
@@ -153,7 +163,8 @@ def configure(enabled: bool = True, threads: int = 0) -> None:
 
 
 def _applies(x: paddle.Tensor) -> Any:
-    if x.dtype != paddle.float32 or not x.place.is_cpu_place() or not paddle.in_dynamic_mode():
+    # the graph mode first: a static Variable (export's dy2static trace) has no place
+    if not paddle.in_dynamic_mode() or x.dtype != paddle.float32 or not x.place.is_cpu_place():
         return None
     return kernels()
 
@@ -168,41 +179,25 @@ def add_channel_bias(x: paddle.Tensor, bias: paddle.Tensor) -> paddle.Tensor:
     return x + bias.reshape([1, -1, 1, 1]).expand(x.shape)
 
 
-def conv2d(x: paddle.Tensor, conv: nn.Conv2D) -> paddle.Tensor:
-    """``conv(x)`` (square kernel, symmetric padding, no groups/dilation), through the kernels when they apply."""
-    stride, padding = conv._stride[0], conv._padding
+def conv2d(x: paddle.Tensor, weight: paddle.Tensor, bias: paddle.Tensor | None, stride: int,
+           padding: int) -> paddle.Tensor:
+    """A square-kernel convolution with symmetric padding, through the kernels when they apply."""
     k = _applies(x)
-    if k is None or not isinstance(padding, int) or conv._stride[1] != stride or conv._groups != 1 \
-            or conv._dilation != [1, 1] or conv.weight.shape[2] != conv.weight.shape[3]:
-        out = F.conv2d(x, conv.weight, None, stride=stride, padding=padding)
-        return out if conv.bias is None else add_channel_bias(out, conv.bias)
-    bias = conv.bias if conv.bias is not None else paddle.zeros([conv.weight.shape[0]], "float32")
-    return k.lenet_conv2d(x, conv.weight, bias, stride, padding, not x.stop_gradient, _threads)
+    if k is None:
+        out = F.conv2d(x, weight, None, stride=stride, padding=padding)
+        return out if bias is None else add_channel_bias(out, bias)
+    if bias is None:
+        bias = paddle.zeros([weight.shape[0]], "float32")
+    return k.lenet_conv2d(x, weight, bias, stride, padding, not x.stop_gradient, _threads)
 
 
-def soft_window(x: paddle.Tensor, logit: paddle.Tensor, k: int, s: int, p: int, kernel: bool = True) -> paddle.Tensor:
-    """Σ softmax(logit)·x over each k×k window (stride s, padding p; padded positions excluded).
+def soft_window(x: paddle.Tensor, logit: paddle.Tensor, k: int, s: int, p: int) -> paddle.Tensor:
+    """Σ softmax(logit)·x over each k×k window (stride s, padding p; padded positions excluded), in one pass.
 
-    The weighted mean with weights e^logit that SoftPool (logit = x) and LIP (logit = its importance map)
-    are made of. The kernel subtracts each window's maximum logit, so any logits are safe. Without it
-    (``kernel=False``, or no kernels) Paddle's ops compute the same function: a softmax over the window axis
-    for non-overlapping windows, else avg_pool(x·e^L) / avg_pool(e^L) shifted by the tensor's maximum, which
-    needs logits within ~80 of each other (LIP's are in [0, 12]).
+    The kernel of ``models.pooling.soft_window`` (same function); it subtracts each window's maximum logit, so
+    any logits are safe. Call only where :func:`window_kernels` is not None.
     """
-    kern = _applies(x) if kernel else None
-    if kern is not None:
-        return kern.lenet_soft_window(x, logit, k, s, p, _threads)
-    if k == s and p == 0:
-        n, c, h, w = x.shape
-        ho, wo = h // k, w // k
-
-        def win(t: paddle.Tensor) -> paddle.Tensor:
-            t = t[:, :, : ho * k, : wo * k].reshape([n, c, ho, k, wo, k]).transpose([0, 1, 2, 4, 3, 5])
-            return t.reshape([n, c, ho, wo, k * k])
-
-        return (F.softmax(win(logit), axis=-1) * win(x)).sum(-1)
-    e = paddle.exp(logit - logit.max().detach())
-    return F.avg_pool2d(x * e, k, s, p) / F.avg_pool2d(e, k, s, p)
+    return window_kernels(x, k).lenet_soft_window(x, logit, k, s, p, _threads)
 
 
 def max_pool2x2(x: paddle.Tensor) -> paddle.Tensor:
@@ -213,19 +208,18 @@ def max_pool2x2(x: paddle.Tensor) -> paddle.Tensor:
     return k.lenet_max_pool2x2(x, _threads)[0]
 
 
-def stochastic_pool(x: paddle.Tensor, u: paddle.Tensor, k: int) -> paddle.Tensor | None:
-    """Stochastic pooling's training draw over k×k windows given one uniform ``u`` per window, or None
-    without the kernels (``StochasticPool`` then computes the same pick with Paddle's ops)."""
-    kern = _window_kernels(x, k)
-    return None if kern is None else kern.lenet_stochastic_pool(x, u, k, _threads)[0]
+def stochastic_pool(x: paddle.Tensor, u: paddle.Tensor, k: int) -> paddle.Tensor:
+    """Stochastic pooling's training draw over k×k windows given one uniform ``u`` per window (the pick of
+    ``StochasticPool``'s plain graph). Call only where :func:`window_kernels` is not None."""
+    return window_kernels(x, k).lenet_stochastic_pool(x, u, k, _threads)[0]
 
 
-def dpp_pool(x: paddle.Tensor, lam: paddle.Tensor, alpha: paddle.Tensor, k: int) -> paddle.Tensor | None:
-    """``DPPPool``'s function fused into one pass per window (forward and backward), or None without the kernels."""
-    kern = _window_kernels(x, k)
-    return None if kern is None else kern.lenet_dpp(x, lam, alpha, k, _threads)
+def dpp_pool(x: paddle.Tensor, lam: paddle.Tensor, alpha: paddle.Tensor, k: int) -> paddle.Tensor:
+    """``DPPPool``'s function fused into one pass per window (forward and backward). Call only where
+    :func:`window_kernels` is not None."""
+    return window_kernels(x, k).lenet_dpp(x, lam, alpha, k, _threads)
 
 
-def _window_kernels(x: paddle.Tensor, k: int) -> Any:
+def window_kernels(x: paddle.Tensor, k: int) -> Any:
     """The kernels for k×k-window pooling of ``x``, or None (they hold a window on the stack: at most 16×16)."""
     return _applies(x) if k * k <= 256 else None

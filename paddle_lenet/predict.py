@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -17,12 +18,19 @@ def load_image(path: str, meta: dict[str, Any], invert: bool = False) -> np.ndar
     grayscale would read the invisible colour of transparent pixels). ``invert`` turns dark-on-light
     drawings into MNIST's light-on-dark.
     """
-    from PIL import Image, UnidentifiedImageError
+    import stat
+
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     c, h, w = meta["input_shape"]
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO or device would block or never end
+            raise UserError(f"cannot read image '{path}': not a regular file")
         with Image.open(path) as im:
             im.load()
+            im = ImageOps.exif_transpose(im)  # a phone's rotated JPEG, as a viewer shows it
+            if im.mode in ("I", "I;16", "I;16B", "I;16L", "F") and meta["color"] == "L":
+                return _high_depth(im, (w, h), invert) * np.float32(meta["scale"] * 255.0)
             if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
                 rgba = im.convert("RGBA")
                 white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -37,6 +45,24 @@ def load_image(path: str, meta: dict[str, Any], invert: bool = False) -> np.ndar
     if invert:
         arr = 255.0 - arr
     return arr * np.float32(meta["scale"])
+
+
+def _high_depth(im: Any, size: tuple[int, int], invert: bool) -> np.ndarray:
+    """A 16-bit or float grayscale image as [1, H, W] in [0, 1]: 16-bit PNGs span 0–65535, float TIFFs 0–1
+    (or 0–255 when their values say so). PIL's convert("L") would clip them to 0–255 instead."""
+    from PIL import Image
+
+    arr = np.asarray(im, dtype="float64")
+    if im.mode == "F":
+        full = 1.0 if np.nanmax(arr) <= 1.0 else 255.0
+    else:
+        full = 65535.0 if np.nanmax(arr) > 255 or "16" in im.mode else 255.0
+    arr = np.clip(np.nan_to_num(arr / full), 0.0, 1.0).astype("float32")
+    if arr.shape != (size[1], size[0]):
+        arr = np.asarray(Image.fromarray(arr, mode="F").resize(size, Image.BILINEAR), dtype="float32")
+    if invert:
+        arr = 1.0 - arr
+    return arr[None]
 
 
 def predict_files(model_dir: str, files: list[str], topk: int = 3, invert: bool = False,
@@ -61,6 +87,9 @@ def predict_files(model_dir: str, files: list[str], topk: int = 3, invert: bool 
     except Exception as e:  # paddle raises ValueError/RuntimeError/OSError variants for a shape mismatch
         raise ModelDirError(f"the model in '{model_dir}' does not accept {list(batch.shape[1:])} input "
                             f"({str(e).strip().splitlines()[-1][:160]}); re-export it") from None
+    if not np.isfinite(logits).all():
+        raise ModelDirError(f"the model in '{model_dir}' gives non-finite outputs (NaN or inf); its weights are "
+                            f"damaged: re-export it from a good run")
     z = logits - logits.max(1, keepdims=True)
     probs = np.exp(z) / np.exp(z).sum(1, keepdims=True)
     names = meta.get("class_names")

@@ -135,6 +135,8 @@ def study_figures(summary: dict[str, Any], folder: str) -> list[str]:
         ax.legend(fontsize=7)
         written.append(_save(fig, folder, "curves.png"))
 
+    if not any(m["shift_acc"] for m in models.values()):  # Study.shifts: []
+        return written
     fig, ax = plt.subplots(figsize=(6, 4))
     for label, m in models.items():
         ks = sorted(m["shift_acc"], key=int)
@@ -173,21 +175,31 @@ def study_markdown(summary: dict[str, Any], figures: list[str]) -> str:
     rows = [[label, m["model"], f"{m[params_key]:,}", f"{m['flops'] / 1e6:.2f} M", m["runs"],
              _pct(m["acc_top1_mean"], m["acc_top1_std"]), _pct(m["acc_top2_mean"], m["acc_top2_std"])
              if "acc_top2_mean" in m else "–", f"{m['train_seconds_mean']:.0f} s",
-             " / ".join(f"{100 * m['shift_acc'][k]:.1f}" for k in shifts)]
+             " / ".join(f"{100 * m['shift_acc'][k]:.1f}" for k in shifts)][: 9 if shifts else 8]
             for label, m in models.items()]
     lines += [markdown_table(["model", "arch", "trainable params" if params_key != "params" else "params", "FLOPs/img",
                               "runs", "acc_top1 % (mean ± std)", "acc_top2 % (mean ± std)", "train time/run",
-                              f"acc_top1 % at shift {'/'.join(shifts)} px"], rows), ""]
+                              f"acc_top1 % at shift {'/'.join(shifts)} px"][: 9 if shifts else 8], rows), ""]
     if summary["comparisons"]:
+        alpha = summary.get("alpha", 0.05)
+        margin = summary.get("equivalence_margin")
+        methods = sorted({c.get("permutation_method", "exact") for c in summary["comparisons"]})
         lines += ["## Comparisons (acc_top1, Welch's t-test over seeds)", "",
-                  f"Family: {summary.get('family', '')}. Verdicts use the adjusted p-values at 5%; "
-                  f"differences are in percentage points.", ""]
+                  f"Family: {summary.get('family', '')}. Verdicts at a family-wise {alpha:.0%}: **different** (Holm-"
+                  f"adjusted Welch p < {alpha:g}); **equivalent within ±m** (two one-sided tests against the margin "
+                  f"m stated in the study config, Holm-adjusted over the family); otherwise **inconclusive**, with the "
+                  f"minimum detectable effect (MDE: the difference a two-sided Welch test at {alpha:g}/"
+                  f"{len(summary['comparisons'])} would find with 80% power, from the observed spread and run counts). "
+                  f"Differences in percentage points. Permutation p: {'; '.join(methods)}.", ""]
         rows = [[f"{c['a']} − {c['b']}", f"{100 * c['diff']:+.2f}",
                  f"[{100 * c['ci95'][0]:+.2f}, {100 * c['ci95'][1]:+.2f}]", f"{c['p_value']:.3g}",
-                 f"{c.get('p_holm', c['p_value']):.3g}", f"{c['permutation_p']:.3g}", c["verdict"]]
+                 f"{c.get('p_holm', c['p_value']):.3g}", f"{c['permutation_p']:.3g}",
+                 f"{100 * c['mde']:.2f}" if "mde" in c else "–",
+                 f"{c['p_equivalence_holm']:.3g}" if "p_equivalence_holm" in c else "–", c["verdict"]]
                 for c in summary["comparisons"]]
+        eq = f"p (TOST ±{100 * margin:.2g}, Holm)" if margin else "p (TOST, Holm)"
         lines += [markdown_table(["difference", "mean (pts)", "95% CI (pts)", "p (Welch)", "p (Holm)",
-                                  "p (exact permutation)", "verdict"], rows), ""]
+                                  "p (permutation)", "MDE (pts)", eq, "verdict"], rows), ""]
     if summary.get("paper"):
         lines += ["## Published numbers (for comparison, not reproduced here)", ""]
         lines += [markdown_table(["model", "reported"], [[k, v] for k, v in summary["paper"].items()]), ""]

@@ -38,6 +38,49 @@ def config_difference(saved: dict[str, Any], cfg: dict[str, Any], ignore: set[tu
     return None
 
 
+# What shapes a checkpoint's weights: a checkpoint whose record differs in one of these is another run's.
+WEIGHT_KEYS = ({("Arch", k) for k in SCHEMA["Arch"]} | {("Optimizer", k) for k in SCHEMA["Optimizer"]}
+               | {("Data", k) for k in ("name", "batch_size", "shuffle", "train_limit")} | {("Global", "seed")})
+# ... and what else a resumed run must share with its first part: the same arithmetic and history rules
+RESUME_KEYS = WEIGHT_KEYS | {("Global", k) for k in ("threads", "device", "fast", "eval_every")}
+
+
+def identity(cfg: dict[str, Any], arch_revision: int, arithmetic: dict[str, Any]) -> dict[str, Any]:
+    """What a checkpoint says it is: model, operator revision, the settings that made it, the arithmetic."""
+    return {"model": cfg["Arch"]["name"], "arch_revision": arch_revision, "arithmetic": arithmetic,
+            "settings": {f"{s}.{k}": cfg[s][k] for s, k in sorted(RESUME_KEYS)}}
+
+
+def check_identity(recorded: dict[str, Any], cfg: dict[str, Any], arch_revision: int, where: str,
+                   arithmetic: dict[str, Any] | None = None) -> None:
+    """Refuse, naming the first difference, a checkpoint that is not this config's run.
+
+    ``arithmetic`` (resume only): the kernels must be the ones the run started with — a run computed half
+    with the package's kernels and half with Paddle's ops would equal neither.
+    """
+    keys = RESUME_KEYS if arithmetic is not None else WEIGHT_KEYS
+    settings = recorded.get("settings", {})
+    if recorded.get("model") != cfg["Arch"]["name"]:
+        raise RunFolderError(f"{where} holds a {recorded.get('model')} model, but the run's config says "
+                             f"Arch.name={cfg['Arch']['name']}; the checkpoint is another run's")
+    if recorded.get("arch_revision") != arch_revision:
+        raise RunFolderError(f"{where} was trained with revision {recorded.get('arch_revision')} of the network and "
+                             f"Arch now builds revision {arch_revision} (the operator's definition changed since); "
+                             f"start it again with -o Global.overwrite=true")
+    for s, k in sorted(keys):
+        name = f"{s}.{k}"
+        if name in settings and settings[name] != cfg[s][k]:
+            raise RunFolderError(f"{where} was trained with {name}={settings[name]!r}, but the run's config says "
+                                 f"{cfg[s][k]!r}; the checkpoint and the config are of different runs")
+    if arithmetic is not None and recorded.get("arithmetic", {}).get("kernels") != arithmetic.get("kernels"):
+        def say(a: dict[str, Any]) -> str:
+            return f"the package's CPU kernels (revision {a['kernels']})" if a.get("kernels") else "Paddle's own ops"
+
+        raise RunFolderError(f"{where} was computed with {say(recorded.get('arithmetic', {}))} and this process would "
+                             f"continue with {say(arithmetic)}; a run mixing the two equals neither: resume where the "
+                             f"same arithmetic is available, or start again with -o Global.overwrite=true")
+
+
 class RunFolder:
     """Paths and rules of one run folder; nothing is written until :meth:`lock` is called."""
 
@@ -100,8 +143,7 @@ class RunFolder:
                                      f"{done} epochs; pass -o Global.epochs={done} (or more, to extend it)")
 
     def epochs_done(self) -> int | None:
-        done = ckpt._complete(self.ckpt_dir)
-        return done[-1][0] if done else None
+        return ckpt.epochs_done(self.ckpt_dir)
 
     # ---- writing (owner only)
     def lock(self) -> FolderLock:

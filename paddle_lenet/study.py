@@ -25,6 +25,7 @@ from typing import Any
 from .config import apply_overrides, defaults, read_yaml, validate
 from .errors import ConfigError, RunFolderError
 from .runfolder import NEUTRAL
+from .stats import holm, mde, mean_std, permutation, tost, verdict, welch
 
 
 def _seeds(spec: int | list) -> list[int]:
@@ -42,6 +43,80 @@ def _seeds(spec: int | list) -> list[int]:
 # Settings a finished run must share with the study's request to count as one of its runs. Unlike resume,
 # the number of epochs and the evaluation schedule matter here: they are what the report states.
 STUDY_NEUTRAL = NEUTRAL - {("Global", "epochs"), ("Global", "eval_every")}
+# A record travels between machines: where the data lies there is not part of what the run is (its content is:
+# the test set's fingerprint, checked where the data is at hand).
+RECORD_NEUTRAL = STUDY_NEUTRAL | {("Data", "root")}
+RECORD_FILES = ("config.yml", "metrics.json", "shift.json")
+
+
+def records_dir(st: dict[str, Any]) -> str:
+    """Where the study keeps its finished runs' records: ``Study.records`` (``{study}`` is the study's name), by
+    default ``<output_dir>/<study>/records``. Point it at a committed folder (``docs/results/{study}/runs``) and
+    the study reports and continues on any machine."""
+    return (st["records"] or os.path.join(st["root"], "records")).replace("{study}", st["name"])
+
+
+def record_path(st: dict[str, Any], job: dict[str, Any]) -> str:
+    return os.path.join(records_dir(st), job["label"], f"seed_{job['seed']}")
+
+
+def write_record(st: dict[str, Any], job: dict[str, Any]) -> None:
+    """Copy a finished run's record (config, metrics with history, shift robustness; no checkpoints: a few KB of
+    plain text) to the records folder, each file atomically."""
+    from .files import makedirs, write_text
+
+    src, dst = _folder(job), record_path(st, job)
+    makedirs(dst)
+    for name in RECORD_FILES:
+        with open(os.path.join(src, name), encoding="utf-8") as f:
+            text = f.read()
+        target = os.path.join(dst, name)
+        if not os.path.exists(target) or open(target, encoding="utf-8").read() != text:
+            write_text(target, text)
+
+
+def record_state(st: dict[str, Any], job: dict[str, Any], shifts: list[int], data: dict[str, Any]) -> str:
+    """``record`` when the committed record is this job's run, ``new`` when there is none, else ``stale: …`` naming
+    why (another config, operator revision, arithmetic or test set). Read with safe loaders only."""
+    from .files import read_json
+    from .models import arch_revision
+    from .runfolder import config_difference
+
+    folder = record_path(st, job)
+    if not os.path.isdir(folder):
+        return "new"
+    missing = [f for f in RECORD_FILES if not os.path.isfile(os.path.join(folder, f))]
+    if missing:
+        return f"stale: its record {folder} lacks {missing[0]}"
+    try:
+        import yaml
+
+        with open(os.path.join(folder, "config.yml"), encoding="utf-8") as f:
+            saved = validate(yaml.safe_load(f))
+    except Exception as e:  # yaml and the schema raise several types for a damaged file
+        raise RunFolderError(f"the record {folder}/config.yml is damaged ({str(e).splitlines()[0][:120]}); "
+                             f"restore it from git or delete the record to re-run it") from None
+    diff = config_difference(saved, job["cfg"], RECORD_NEUTRAL)
+    if diff:
+        return f"stale: its record has {diff[0]}={diff[1]!r}, the study asks {diff[2]!r}"
+    metrics = read_json(os.path.join(folder, "metrics.json"), "run record")
+    shift = read_json(os.path.join(folder, "shift.json"), "run record")
+    for key in ("acc_top1", "model", "dataset", "flops", "params"):
+        if key not in metrics:
+            raise RunFolderError(f"the record {folder}/metrics.json has no '{key}'; restore it from git or delete "
+                                 f"the record to re-run it")
+    if metrics.get("arch_revision", 1) != arch_revision(job["cfg"]["Arch"]):
+        return (f"stale: its record was trained with revision {metrics.get('arch_revision', 1)} of its network "
+                f"(now {arch_revision(job['cfg']['Arch'])})")
+    if set(shift) != {str(k) for k in shifts}:
+        return "stale: its record measured other shifts"
+    kernels = (metrics.get("arithmetic") or {}).get("kernels")
+    if "kernels" in data and kernels != data["kernels"]:
+        return (f"stale: its record was computed with {'kernels ' + kernels if kernels else 'Paddle ops'}, this "
+                f"machine computes with {'kernels ' + data['kernels'] if data['kernels'] else 'Paddle ops'}")
+    if data.get("fingerprint") and metrics.get("test_fingerprint") != data["fingerprint"]:
+        return f"stale: its record was evaluated on another test set (fingerprint {metrics.get('test_fingerprint')})"
+    return "record"
 
 
 def gpu_slots(workers: int, per_gpu: int, visible: list[str]) -> list[str | None]:
@@ -68,6 +143,14 @@ def visible_gpus() -> list[str]:
     return ids[:n]
 
 
+# Settings a study holds equal across its models: seeds are the study's, and the comparisons and the report
+# assume every model was trained and evaluated alike.
+PER_STUDY = {("Global", "seed"): "Study.seeds", ("Global", "epochs"): "-o Global.epochs",
+             ("Global", "eval_every"): "-o Global.eval_every", ("Data", "name"): "-o Data.name",
+             ("Data", "root"): "-o Data.root", ("Data", "train_limit"): "-o Data.train_limit",
+             ("Metric", "topk"): "-o Metric.topk"}
+
+
 def load_study(path: str, overrides: list[str], gpus: list[str] | None = None,
                ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Resolve a study config into its settings and one validated config per (model, seed).
@@ -84,6 +167,9 @@ def load_study(path: str, overrides: list[str], gpus: list[str] | None = None,
     st["name"] = check_name(st["name"] or os.path.splitext(os.path.basename(path))[0], "Study.name")
     if not st["models"]:
         raise ConfigError("Study.models is empty; list models as - {label: NAME, overrides: {Arch.name: NAME}}")
+    if 1 not in base["Metric"]["topk"]:
+        raise ConfigError(f"Metric.topk={base['Metric']['topk']}: a study compares acc_top1; include 1, "
+                          f"e.g. -o Metric.topk=[1,{max(base['Metric']['topk'])}]")
     labels = []
     jobs = []
     seeds = _seeds(st["seeds"])
@@ -115,6 +201,9 @@ def load_study(path: str, overrides: list[str], gpus: list[str] | None = None,
             section, k = key.split(".")
             if section == "Study" or not isinstance(model_raw.setdefault(section, {}), dict):
                 raise ConfigError(f"Study.models[{i}] override key {key!r} must name a Global/Arch/Data/Optimizer/Metric key")
+            if (section, k) in PER_STUDY:  # every model must be run alike, or the comparison compares settings
+                raise ConfigError(f"Study.models[{i}] ({label}) overrides {key}, which the study sets for every run "
+                                  f"alike ({PER_STUDY[(section, k)]}); set it for the whole study instead")
             model_raw[section][k] = value
         model_cfg = validate(model_raw)
         get_entry(model_cfg["Arch"]["name"])  # an unknown model fails before any run starts
@@ -129,9 +218,13 @@ def load_study(path: str, overrides: list[str], gpus: list[str] | None = None,
     # seed-major order: a study stopped early (or a shard) has every model on its first seeds
     jobs.sort(key=lambda j: seeds.index(j["seed"]))
     pairs = st["compare"] or [list(p) for p in combinations(labels, 2)]
+    seen: set[frozenset] = set()
     for p in pairs:
         if not (isinstance(p, list) and len(p) == 2 and all(x in labels for x in p) and p[0] != p[1]):
             raise ConfigError(f"Study.compare entry {p!r} must be a pair of two different model labels from {labels}")
+        if frozenset(p) in seen:  # a pair named twice would count twice in the Holm family
+            raise ConfigError(f"Study.compare names the pair {p!r} twice; list each comparison once")
+        seen.add(frozenset(p))
     st["compare"] = pairs
     st["seeds"] = seeds
     st["root"] = root
@@ -142,11 +235,15 @@ def _folder(job: dict[str, Any]) -> str:
     return os.path.join(job["cfg"]["Global"]["output_dir"], job["cfg"]["Global"]["name"])
 
 
-def job_state(job: dict[str, Any], shifts: list[int]) -> str:
-    """``done``, ``partial``, ``new``, or ``stale: <key> was X, the study asks Y`` — from the run's own record."""
+def job_state(job: dict[str, Any], shifts: list[int], st: dict[str, Any] | None = None,
+              data: dict[str, Any] | None = None) -> str:
+    """``done``, ``partial``, ``new``, ``record`` (finished elsewhere: its committed record counts), or
+    ``stale: <key> was X, the study asks Y`` — from the run folder, else from the study's record of the run."""
     from .runfolder import RunFolder, config_difference
 
     rf = RunFolder(job["cfg"])
+    if st is not None and not (os.path.isdir(rf.dir) and (rf.holds_run() or os.path.exists(rf.config_path))):
+        return record_state(st, job, shifts, data or {})
     saved = rf.saved_config() if os.path.isdir(rf.dir) else None
     if saved is not None:
         diff = config_difference(saved, job["cfg"], STUDY_NEUTRAL)
@@ -191,7 +288,7 @@ def run_job(job: dict[str, Any], shifts: list[int]) -> dict[str, Any]:
         cfg["Global"]["overwrite"] = True
     if state not in ("done", "shift"):
         cfg["Global"]["resume"] = state == "partial"
-        train(cfg, quiet=True, prefix=f"[{job['label']} seed {job['seed']}] ")
+        train(cfg, quiet=True, prefix=f"[{job['label']} seed {job['seed']}] ", progress=True)
     if state != "done":
         write_json(os.path.join(folder, "shift.json"), shift_accuracy(cfg, shifts))
     return _result(job, skipped=state == "done")
@@ -248,8 +345,10 @@ def _run_parallel(jobs: list[dict[str, Any]], shifts: list[int], slots: list[str
                               "run the same command again to continue", 130)
 
 
-def _result(job: dict[str, Any], skipped: bool) -> dict[str, Any]:
+def _result(job: dict[str, Any], skipped: bool, st: dict[str, Any] | None = None) -> dict[str, Any]:
     folder = _folder(job)
+    if st is not None and not os.path.exists(os.path.join(folder, "metrics.json")):
+        folder = record_path(st, job)  # finished on another machine (or in another output folder)
     return {"label": job["label"], "seed": job["seed"], "metrics": _read(os.path.join(folder, "metrics.json")),
             "shift_acc": _read(os.path.join(folder, "shift.json")), "skipped": skipped}
 
@@ -267,6 +366,19 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     return k, n
 
 
+def _here(base: dict[str, Any]) -> dict[str, Any]:
+    """What this machine would compute a run with: its kernels' revision (or None: Paddle's ops) and the test set's
+    fingerprint. A record made with other arithmetic or on another test set is not this study's run."""
+    from . import ops
+    from .data import fingerprint, load_split
+    from .engine import select_device
+
+    g, d = base["Global"], base["Data"]
+    on_cpu = select_device(g["device"]) == "cpu"
+    kernels = ops.revision() if g["fast"] and on_cpu and ops.kernels() is not None else None
+    return {"kernels": kernels, "fingerprint": fingerprint(load_split(d["name"], d["root"], "test"))}
+
+
 def run_study(path: str, overrides: list[str], shard: tuple[int, int] | None = None,
               report_only: bool = False) -> dict[str, Any] | None:
     """Run the study's runs (all, or one shard's), then write summary.json, report.md and figures.
@@ -278,12 +390,13 @@ def run_study(path: str, overrides: list[str], shard: tuple[int, int] | None = N
     t0 = time.time()
     shifts = [int(k) for k in st["shifts"]]
     mine = [j for i, j in enumerate(jobs) if shard is None or i % shard[1] == shard[0]]
-    states = {id(j): job_state(j, shifts) for j in jobs}
+    data = {} if report_only else _here(base)
+    states = {id(j): job_state(j, shifts, st, data) for j in jobs}
     stale = [j for j in (jobs if report_only else mine) if states[id(j)].startswith("stale")]
     if stale and not (base["Global"]["overwrite"] and not report_only):
         j = stale[0]
-        raise RunFolderError(f"{_folder(j)} is {states[id(j)]}; its numbers would not be this study's. "
-                             f"Re-run such runs with -o Global.overwrite=true, or use another Study.name")
+        raise RunFolderError(f"{j['label']} seed {j['seed']} ({_folder(j)}) is {states[id(j)]}; its numbers would not be "
+                             f"this study's. Re-run such runs with -o Global.overwrite=true, or use another Study.name")
     for j in stale:
         j["replace_stale"] = True
     where = "" if shard is None else f" (shard {shard[0]}/{shard[1]}: {len(mine)} of them)"
@@ -292,20 +405,24 @@ def run_study(path: str, overrides: list[str], shard: tuple[int, int] | None = N
 
     def done(r: dict[str, Any]) -> None:
         results.append(r)
+        job = next(j for j in jobs if j["label"] == r["label"] and j["seed"] == r["seed"])
+        if os.path.exists(os.path.join(_folder(job), "shift.json")):
+            write_record(st, job)  # a few KB of text: commit the records folder and the run travels
         m = r["metrics"]
         state = "skipped (done)" if r["skipped"] else f"{m['train_seconds']:.0f}s"
         print(f"[{len(results)}/{len(mine)}] {r['label']} seed {r['seed']}: acc_top1 {m['acc_top1']:.4f} "
               f"shift{max(shifts)} {r['shift_acc'].get(str(max(shifts)), float('nan')):.4f} {state}", flush=True)
 
+    finished = ("done", "record")
     if report_only:
-        results = [_result(j, skipped=True) for j in jobs if states[id(j)] == "done"]
+        results = [_result(j, skipped=True, st=st) for j in jobs if states[id(j)] in finished]
     else:
         print(f"study {st['name']}: {len(st['models'])} models × {len(st['seeds'])} seeds = {len(jobs)} runs{where}, "
               f"{st['workers']} worker(s) on {devices} -> {st['root']}", flush=True)
         todo = []
         for job in mine:  # finished runs are read back, not re-run: a study resumes where it stopped
-            if states[id(job)] == "done":
-                done(_result(job, skipped=True))
+            if states[id(job)] in finished:
+                done(_result(job, skipped=True, st=st))
             else:
                 todo.append(job)
         try:
@@ -315,15 +432,15 @@ def run_study(path: str, overrides: list[str], shard: tuple[int, int] | None = N
             else:
                 _run_parallel(todo, shifts, st["slots"], done)
         finally:  # a study resumed after Ctrl-C reports the wall time of all its sessions, not just the last
-            _add_wall_seconds(st["root"], time.time() - t0, shard)
+            _add_wall_seconds(records_dir(st), time.time() - t0, shard)  # travels with the records
         if shard is not None:
             print(f"shard {shard[0]}/{shard[1]} done; when every shard has finished: tools/study.py -c {path} --report")
             return None
-        results = [_result(j, skipped=True) for j in jobs]  # in the study's order, whatever finished first
-    missing = [f"{j['label']}/seed_{j['seed']}" for j in jobs if states[id(j)] != "done" and report_only]
+        results = [_result(j, skipped=True, st=st) for j in jobs]  # in the study's order, whatever finished first
+    missing = [f"{j['label']}/seed_{j['seed']}" for j in jobs if states[id(j)] not in finished and report_only]
     from .report import write_study_report
 
-    summary = summarize(base, results, _total_wall_seconds(st["root"]), missing)
+    summary = summarize(base, results, _total_wall_seconds(records_dir(st)), missing)
     write_study_report(summary, st["root"])
     if missing:
         print(f"{len(missing)} of {len(jobs)} runs are missing from the report: {', '.join(missing[:6])}"
@@ -356,7 +473,6 @@ def summarize(base: dict[str, Any], results: list[dict[str, Any]], wall: float,
               missing: list[str] | None = None) -> dict[str, Any]:
     """Per-model statistics and pairwise tests, stating the settings the runs *recorded*, not the request."""
     from .data import DATASETS
-    from .stats import holm, in_words, mean_std, permutation_p, welch
 
     st = base["Study"]
     if not results:
@@ -383,18 +499,7 @@ def summarize(base: dict[str, Any], results: list[dict[str, Any]], wall: float,
             entry["curve"] = {"epoch": epochs, "acc_top1_mean": [mean_std(col)[0] for col in zip(*curve, strict=True)],
                               "acc_top1_std": [mean_std(col)[1] for col in zip(*curve, strict=True)]}
         models[label] = entry
-    comparisons = []
-    for a, b in st["compare"]:
-        if a not in models or b not in models:
-            continue
-        xa, xb = models[a]["acc_top1_runs"], models[b]["acc_top1_runs"]
-        w = welch(xa, xb)
-        comparisons.append({"a": a, "b": b, "metric": "acc_top1", "diff": w["diff"], "ci95": w["ci95"],
-                            "p_value": w["p_value"], "test": "Welch's t", "permutation_p": permutation_p(xa, xb)})
-    adjusted = holm([c["p_value"] for c in comparisons])
-    for c, p in zip(comparisons, adjusted, strict=True):
-        c["p_holm"] = p
-        c["verdict"] = in_words(p) + (" (Holm-adjusted)" if len(comparisons) > 1 else "")
+    comparisons = compare_models(models, st["compare"], st["alpha"], st["equivalence_margin"])
     recorded = [r["metrics"] for r in results]
 
     def agreed(key: str) -> Any:
@@ -404,6 +509,12 @@ def summarize(base: dict[str, Any], results: list[dict[str, Any]], wall: float,
         return recorded[0].get(key)
 
     name = agreed("dataset")
+    agreed("test_fingerprint")  # the same test set for every run, whichever machine ran it
+    kernels = sorted({str((m.get("arithmetic") or {}).get("kernels")) for m in recorded})
+    if len(kernels) > 1:
+        raise RunFolderError(f"the study's runs were computed with different arithmetic (kernel revisions "
+                             f"{', '.join(kernels)}; 'None': Paddle's ops); re-run the runs of the older code")
+    isas = sorted({(m.get("arithmetic") or {}).get("isa", "unknown") for m in recorded})
     info = DATASETS.get(name)
     return {"study": st["name"], "study_root": st["root"], "dataset": name,
             "dataset_description": info.description if info else name,
@@ -412,9 +523,34 @@ def summarize(base: dict[str, Any], results: list[dict[str, Any]], wall: float,
             "seeds": sorted({r["seed"] for r in results}), "models": models, "comparisons": comparisons,
             "family": (f"{len(comparisons)} comparisons of acc_top1 (Study.compare); p-values Holm-adjusted over them"
                        if len(comparisons) > 1 else "one comparison"),
+            "alpha": st["alpha"], "equivalence_margin": st["equivalence_margin"],
+            "arithmetic": {"kernels": kernels[0], "isa": isas},
             "paper": st["paper"], "missing_runs": missing or [], "wall_seconds": round(wall, 1),
             "machine": f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPU cores, "
                        f"{st['workers']} worker(s)"}
+
+
+def compare_models(models: dict[str, Any], pairs: list[list[str]], alpha: float, margin: float) -> list[dict[str, Any]]:
+    """Every pair's acc_top1 difference with its CI, Welch and permutation p, Holm over the family, the minimum
+    detectable effect and the equivalence test (TOST, Holm too), and the verdict in words."""
+    comparisons = []
+    for a, b in pairs:
+        if a not in models or b not in models:
+            continue
+        xa, xb = models[a]["acc_top1_runs"], models[b]["acc_top1_runs"]
+        w = welch(xa, xb)
+        perm = permutation(xa, xb)
+        comparisons.append({"a": a, "b": b, "metric": "acc_top1", "diff": w["diff"], "ci95": w["ci95"],
+                            "p_value": w["p_value"], "test": "Welch's t", "permutation_p": perm["p"],
+                            "permutation_method": perm["method"], "p_equivalence": tost(xa, xb, margin)})
+    family = max(1, len(comparisons))
+    for c, p, pe in zip(comparisons, holm([c["p_value"] for c in comparisons]),
+                        holm([c["p_equivalence"] for c in comparisons]), strict=True):
+        c["p_holm"], c["p_equivalence_holm"], c["equivalence_margin"] = p, pe, margin
+        # 80% power at the family's strictest Holm threshold, alpha / m (Bonferroni): what the runs could have seen
+        c["mde"] = mde(models[c["a"]]["acc_top1_runs"], models[c["b"]]["acc_top1_runs"], alpha / family)
+        c["verdict"] = verdict(p, pe, margin, c["mde"], alpha)
+    return comparisons
 
 
 def _worker_main(argv: list[str] | None = None) -> int:

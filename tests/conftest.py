@@ -28,6 +28,17 @@ def tool(name: str, *args: str, timeout: float = 600, env: dict | None = None, c
     return p
 
 
+def one_error_line(p: subprocess.CompletedProcess, code: int = 2, *needles: str) -> str:
+    """The tool exited ``code`` with exactly one stderr line, no traceback, holding every needle."""
+    assert p.returncode == code, (p.returncode, p.stdout[-1500:], p.stderr[-2000:])
+    assert "Traceback" not in p.stderr, p.stderr[-3000:]
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1, p.stderr[-2000:]
+    for n in needles:
+        assert n in lines[0], lines[0]
+    return lines[0]
+
+
 def mnist_args(out: str, name: str, config: str = "configs/lenet.yml", epochs: int = 2, *extra: str) -> list[str]:
     return ["-c", os.path.join(ROOT, config), "-o", "Data.name=MNIST5k", "-o", f"Global.output_dir={out}",
             "-o", f"Global.name={name}", "-o", f"Global.epochs={epochs}", "-o", "Global.print_every=10", *extra]

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from paddle_lenet.config import apply_overrides, load_config, parse_override, validate
-from paddle_lenet.errors import ConfigError
+from paddle_lenet.errors import ConfigError, UserError
 
 from .conftest import ROOT
 
@@ -32,8 +32,10 @@ def test_overrides_are_typed_yaml() -> None:
 
 
 def test_no_eval_of_override_values() -> None:
-    with pytest.raises(ConfigError, match="Global.name must be str"):
+    with pytest.raises(UserError, match="is not a plain name"):  # taken as text, never evaluated
         load_config(LENET, ["Global.name=[__import__('os')]"])
+    with pytest.raises(ConfigError, match="Global.epochs must be int"):
+        load_config(LENET, ["Global.epochs=[__import__('os')]"])
 
 
 @pytest.mark.parametrize("override,message", [

@@ -100,7 +100,8 @@ def test_predict_bad_input(exported: str, tmp_path) -> None:
         assert len(p.stderr.strip().splitlines()) == 1
     broken = tmp_path / "broken"
     broken.mkdir()
-    (broken / "meta.json").write_text(json.dumps({"input_shape": [3, 32, 32], "color": "RGB", "scale": 1 / 255}))
+    (broken / "meta.json").write_text(json.dumps({"input_shape": [3, 32, 32], "color": "RGB", "scale": 1 / 255,
+                                                          "num_classes": 10, "class_names": None}))
     for f in ("model.json", "model.pdiparams"):
         (broken / f).write_bytes(open(os.path.join(exported, f), "rb").read())
     img = tmp_path / "x.png"

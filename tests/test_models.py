@@ -7,6 +7,7 @@ import paddle
 import paddle.nn.functional as F
 import pytest
 
+from paddle_lenet.accelerate import accelerate, accelerated_layers
 from paddle_lenet.errors import ConfigError
 from paddle_lenet.models import count_params, create_model, get_entry, list_models
 
@@ -72,13 +73,15 @@ FAST_FAMILY = [("LeNet", {}), ("LeNet_nopool", {})] + [("LeNet", {"pool": p}) fo
 def test_fast_path_is_exact(name: str, kw: dict) -> None:
     """Outputs and every gradient of the fast model match the plain graph; parameters are shared.
 
-    Every LeNet-family configuration runs its convolutions through the package's kernels on the fast path;
+    Every LeNet-family configuration runs its convolutions through the package's kernels after ``accelerate``;
     random layers (dropout, mixed/stochastic pooling) draw the same numbers in both, since the kernels draw none.
     """
     paddle.seed(3)
     plain = create_model(name, **kw)
-    fast = create_model(name, fast=True, **kw)
-    assert fast.fast and not plain.fast
+    fast = accelerate(create_model(name, **kw))
+    assert accelerated_layers(fast) and not accelerated_layers(plain)
+    assert all("conv" not in n or n in accelerated_layers(fast) for n, layer in fast.named_sublayers()
+               if isinstance(layer, paddle.nn.Conv2D))  # every convolution on the kernels
     fast.set_state_dict(plain.state_dict())
     assert list(fast.state_dict()) == list(plain.state_dict())
     x = paddle.randn([16, 1, 28, 28])

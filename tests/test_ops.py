@@ -9,6 +9,7 @@ import paddle.nn.functional as F
 import pytest
 
 from paddle_lenet import ops
+from paddle_lenet.accelerate import accelerate
 
 
 @pytest.fixture(autouse=True)
@@ -42,7 +43,7 @@ def test_conv2d_matches_paddle(n: int, c: int, h: int, o: int, k: int, s: int, p
     paddle.seed(n + c + h)
     conv = nn.Conv2D(c, o, k, stride=s, padding=p)
     x = paddle.randn([n, c, h, h])
-    ours = _grads(conv, x, lambda t: ops.conv2d(t, conv))
+    ours = _grads(conv, x, lambda t: ops.conv2d(t, conv.weight, conv.bias, conv._stride[0], conv._padding))
     ref = _grads(conv, x, conv)
     for name, a, b in zip(("out", "dW", "db", "dx"), ours, ref, strict=True):
         assert a.shape == b.shape, name
@@ -53,7 +54,7 @@ def test_input_gradient_skipped_for_data() -> None:
     """The first layer's input is data: its gradient is not computed, the others are."""
     conv = nn.Conv2D(1, 6, 5, padding=2)
     x = paddle.randn([4, 1, 28, 28])
-    ops.conv2d(x, conv).sum().backward()
+    ops.conv2d(x, conv.weight, conv.bias, 1, 2).sum().backward()
     assert x.grad is None and conv.weight.grad is not None
 
 
@@ -64,7 +65,7 @@ def test_results_do_not_depend_on_thread_count() -> None:
     runs = []
     for threads in (1, 2, 3):
         ops.configure(threads=threads)
-        runs.append(_grads(conv, x, lambda t: ops.conv2d(t, conv)))
+        runs.append(_grads(conv, x, lambda t: ops.conv2d(t, conv.weight, conv.bias, conv._stride[0], conv._padding)))
     for other in runs[1:]:
         for a, b in zip(runs[0], other, strict=True):
             assert np.array_equal(a, b)
@@ -89,12 +90,11 @@ def test_disabled_falls_back_to_paddle() -> None:
     ops.configure(enabled=False)
     conv = nn.Conv2D(1, 6, 5, padding=2)
     x = paddle.randn([2, 1, 28, 28])
-    np.testing.assert_allclose(ops.conv2d(x, conv).numpy(), conv(x).numpy(), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(ops.conv2d(x, conv.weight, conv.bias, 1, 2).numpy(), conv(x).numpy(), rtol=1e-6, atol=1e-6)
 
 
-def _pool_run(layer: nn.Layer, x_np: np.ndarray, g_np: np.ndarray, fast: bool) -> list[np.ndarray]:
-    """Output, input gradient and parameter gradients of ``layer`` in training mode, fast or plain."""
-    layer.fast = fast
+def _pool_run(layer: nn.Layer, x_np: np.ndarray, g_np: np.ndarray) -> list[np.ndarray]:
+    """Output, input gradient and parameter gradients of ``layer`` in training mode."""
     for p in layer.parameters():
         p.clear_gradient()
     x = paddle.to_tensor(x_np, stop_gradient=False)
@@ -118,15 +118,19 @@ def test_pooling_kernels_equal_their_plain_graph(pool: str, k: int, shape: tuple
     x_np[0, 1, :4, :4] = 2.0
     paddle.seed(1)
     layer = make_pool(pool, shape[1], kernel_size=k)
+    paddle.seed(1)
+    fast_layer = accelerate(make_pool(pool, shape[1], kernel_size=k))
+    fast_layer.set_state_dict(layer.state_dict())
     layer.train()
+    fast_layer.train()
     out_shape = (shape[0], shape[1], shape[2] // k, shape[3] // k)
     g_np = rng.standard_normal(out_shape).astype("float32")
-    plain = _pool_run(layer, x_np, g_np, fast=False)
-    fast = _pool_run(layer, x_np, g_np, fast=True)
+    plain = _pool_run(layer, x_np, g_np)
+    fast = _pool_run(fast_layer, x_np, g_np)
     assert fast[0].shape == out_shape and len(fast) == len(plain) == (4 if pool == "dpp" else 2)
     for a, b in zip(fast, plain, strict=True):  # float rounding, relative to each tensor's scale
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * max(1.0, float(np.abs(b).max())))
     if pool == "stochastic":  # exactly one input per window receives the gradient, as in the plain graph
         assert np.array_equal(fast[1] != 0, plain[1] != 0)
     ops.configure(threads=1)
-    assert all(np.array_equal(a, b) for a, b in zip(_pool_run(layer, x_np, g_np, fast=True), fast, strict=True))
+    assert all(np.array_equal(a, b) for a, b in zip(_pool_run(fast_layer, x_np, g_np), fast, strict=True))

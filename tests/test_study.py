@@ -9,7 +9,7 @@ import pytest
 
 from paddle_lenet.config import load_config
 from paddle_lenet.errors import ConfigError
-from paddle_lenet.stats import in_words, mean_std, permutation_p, welch
+from paddle_lenet.stats import in_words, mean_std, permutation_p, welch  # noqa: F401
 from paddle_lenet.study import load_study
 
 from .conftest import ROOT, read_vdl, tool
@@ -88,7 +88,8 @@ def test_study_outputs_agree(study) -> None:
     assert 0 <= c["p_value"] <= 1 and c["test"] == "Welch's t"
     report = open(os.path.join(root, "report.md")).read()
     assert "| LeNet | LeNet | 61,706 | 0.83 M | 2 |" in report and "LeNet − LeNet_nopool" in report
-    assert "significant at 5%" in report and "MNIST5k (a 5,000-digit subset" in report and "4,000 train / 1,000 test" in report
+    assert ("inconclusive (could only detect ≥" in report or "| different |" in report) and "MDE (pts)" in report
+    assert "MNIST5k (a 5,000-digit subset" in report and "4,000 train / 1,000 test" in report
     assert "1 epoch per run" in report and not os.path.exists(os.path.join(root, "curves.png"))  # 1 epoch: no curve
     for fig in ("forest.png", "acc_vs_cost.png", "shift.png"):
         assert os.path.getsize(os.path.join(root, fig)) > 5000 and f"![{fig}]({fig})" in report
@@ -192,6 +193,7 @@ def test_shards_in_parallel_then_report_equal_the_whole_study(study, tmp_path) -
     import shutil
 
     shutil.rmtree(os.path.join(tmp_path, "pooling_vs_stride", "runs", "LeNet", "seed_1"))
+    shutil.rmtree(os.path.join(tmp_path, "pooling_vs_stride", "records", "LeNet", "seed_1"))  # and its record
     p = tool("study", *args, "--report", check=True)
     assert "1 of 4 runs are missing" in p.stdout and "LeNet/seed_1" in p.stdout
     report = open(os.path.join(tmp_path, "pooling_vs_stride", "report.md")).read()
@@ -216,3 +218,52 @@ def test_a_run_of_an_older_operator_definition_is_stale(tmp_path) -> None:
     assert job_state(job, [0, 1, 2, 3, 4]).startswith("stale: it was trained with revision 1")
     json.dump({"acc_top1": 0.9, "arch_revision": 2}, open(os.path.join(folder, "metrics.json"), "w"))
     assert job_state(job, [0, 1, 2, 3, 4]) == "done"
+
+
+def test_records_travel_merge_and_report_on_a_fresh_machine(study, tmp_path) -> None:
+    """Two shards on "machines" with no shared folder, their records copied together, reported where no run folder
+    exists: the same summary as the unsharded study. A record of another config is refused by name, a damaged one
+    in one line, and a grown study trains only the new seed."""
+    import shutil
+
+    root, _ = study
+    args = ["-c", STUDY, "-o", "Data.name=MNIST5k", "-o", "Global.epochs=1", "-o", "Study.workers=1"]
+    for k in (0, 1):
+        tool("study", *args, "-o", "Study.seeds=2", "-o", f"Global.output_dir={tmp_path / f'm{k}'}",
+             "--shard", f"{k}/2", check=True)
+    merged = tmp_path / "records"
+    for k in (0, 1):
+        shutil.copytree(tmp_path / f"m{k}" / "pooling_vs_stride" / "records", merged, dirs_exist_ok=True)
+    assert sorted(os.listdir(merged / "LeNet")) == ["seed_0", "seed_1"]
+    assert sorted(os.listdir(merged / "LeNet" / "seed_0")) == ["config.yml", "metrics.json", "shift.json"]
+    fresh = ["-o", f"Global.output_dir={tmp_path / 'fresh'}", "-o", f"Study.records={merged}"]
+    tool("study", *args, "-o", "Study.seeds=2", *fresh, "--report", check=True)
+    whole = json.load(open(os.path.join(root, "summary.json")))
+    merged_summary = json.load(open(tmp_path / "fresh" / "pooling_vs_stride" / "summary.json"))
+    for key in ("seeds", "dataset", "epochs", "train_samples", "test_samples"):
+        assert merged_summary[key] == whole[key], key
+    for label in whole["models"]:
+        for key in ("acc_top1_runs", "acc_top1_mean", "loss_mean", "shift_acc", "params", "flops", "seeds"):
+            assert merged_summary["models"][label][key] == whole["models"][label][key], (label, key)
+    for key in ("diff", "ci95", "p_value", "permutation_p", "mde", "p_equivalence", "verdict"):
+        assert merged_summary["comparisons"][0][key] == whole["comparisons"][0][key], key
+    # another config's record is refused by name; a damaged one in one line
+    cfg_path = merged / "LeNet" / "seed_0" / "config.yml"
+    good = cfg_path.read_text()
+    cfg_path.write_text(good.replace("learning_rate: 0.001", "learning_rate: 0.002"))
+    p = tool("study", *args, "-o", "Study.seeds=2", *fresh, "--report")
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1
+    assert "LeNet seed 0" in p.stderr and "Optimizer.learning_rate=0.002" in p.stderr
+    cfg_path.write_text(good)
+    (merged / "LeNet_nopool" / "seed_1" / "metrics.json").write_text("[1, 2")
+    p = tool("study", *args, "-o", "Study.seeds=2", *fresh, "--report")
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and "metrics.json" in p.stderr
+    shutil.copy(tmp_path / "m1" / "pooling_vs_stride" / "records" / "LeNet_nopool" / "seed_1" / "metrics.json",
+                merged / "LeNet_nopool" / "seed_1" / "metrics.json")
+    # continue on the fresh machine with one more seed: only seed 2 trains
+    p = tool("study", *args, "-o", "Study.seeds=3", *fresh, check=True)
+    assert p.stdout.count("skipped (done)") == 4 and sorted(os.listdir(merged / "LeNet")) == ["seed_0", "seed_1", "seed_2"]
+    grown = json.load(open(tmp_path / "fresh" / "pooling_vs_stride" / "summary.json"))
+    assert grown["models"]["LeNet"]["acc_top1_runs"][:2] == whole["models"]["LeNet"]["acc_top1_runs"]
+    c = grown["comparisons"][0]
+    assert {"mde", "p_equivalence", "p_equivalence_holm", "verdict"} <= set(c) and c["mde"] > 0

@@ -4,7 +4,8 @@
 ``buffers`` (BatchNorm's running statistics, which paddle lists among the parameters). ``python
 tools/count_params.py`` prints a table of every model; ``--json`` prints ``{"LeNet": {"params": 61706,
 "trainable": 61706, "buffers": 0, "flops": 833040}, ...}``; ``-c CONFIG [-o ...]`` restricts it to that
-config's model and options.
+config's model and options — a YAML config or a run folder (its recorded config) — built exactly as training
+builds it (``Experiment``), so the numbers are those of the model a run trains and records in ``metrics.json``.
 """
 
 from __future__ import annotations
@@ -20,23 +21,24 @@ from paddle_lenet.cli import ArgParser, run  # noqa: E402
 
 def main(argv: list[str] | None = None) -> int:
     parser = ArgParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-c", "--config", help="count only this config's model (with its Arch options)")
+    parser.add_argument("-c", "--config", help="count only this config's model (a YAML config or a run folder)")
     parser.add_argument("-o", "--override", action="append", default=[], metavar="Section.key=value")
     parser.add_argument("--json", action="store_true", help="print {model: {params, trainable, buffers, flops}} as JSON")
     args = parser.parse_args(argv)
     from paddle_lenet.config import load_config
+    from paddle_lenet.engine import Experiment
     from paddle_lenet.flops import count_flops
     from paddle_lenet.models import count_params, count_trainable, create_model, get_entry, list_models
+    from paddle_lenet.runfolder import resolve_run_config
 
     if args.config:
-        cfg = load_config(args.config, args.override)
-        arch = {k: v for k, v in cfg["Arch"].items() if k != "name"}
-        specs = [(cfg["Arch"]["name"], arch)]
+        cfg = resolve_run_config(args.config, args.override)[0] if os.path.isdir(args.config) \
+            else load_config(args.config, args.override)
+        nets = [(cfg["Arch"]["name"], Experiment(cfg, load_train=False, load_test=False).net)]
     else:
-        specs = [(name, {}) for name in list_models()]
+        nets = [(name, create_model(name)) for name in list_models()]
     rows = []
-    for name, kw in specs:
-        net = create_model(name, **kw)
+    for name, net in nets:
         trainable, buffers = count_trainable(net)
         rows.append((name, count_params(net), trainable, buffers, count_flops(net, get_entry(name).input_shape),
                      get_entry(name)))

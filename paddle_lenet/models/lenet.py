@@ -11,7 +11,6 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from .. import ops
 from .pooling import make_pool
 from .registry import register_model
 
@@ -34,17 +33,16 @@ class LeNet(nn.Layer):
     ReLU), and there is *no* ReLU between ``conv2`` and ``pool2``.
 
     ``pool`` swaps both pooling layers for another operator of seed 003; ``head='gap'`` replaces the
-    FC stack by a global-average-pooling head. ``fast`` evaluates the same function through the package's
-    CPU kernels, see :meth:`forward`.
+    FC stack by a global-average-pooling head.
     """
 
     def __init__(self, num_classes: int = 10, pool: str = "max", pool_p: float = 3.0,
-                 head: str = "fc", fast: bool = False) -> None:
+                 head: str = "fc") -> None:
         super().__init__()
         self.conv1 = nn.Conv2D(in_channels=1, out_channels=6, kernel_size=5, stride=1, padding=2)
-        self.pool1 = make_pool(pool, 6, pool_p, fast=fast)
+        self.pool1 = make_pool(pool, 6, pool_p)
         self.conv2 = nn.Conv2D(in_channels=6, out_channels=16, kernel_size=5, stride=1)
-        self.pool2 = make_pool(pool, 16, pool_p, fast=fast)
+        self.pool2 = make_pool(pool, 16, pool_p)
         self.head_kind = head
         if head == "gap":
             self.head = _gap_head(16, num_classes)
@@ -52,37 +50,16 @@ class LeNet(nn.Layer):
             self.linear1 = nn.Linear(in_features=16 * 5 * 5, out_features=120)
             self.linear2 = nn.Linear(in_features=120, out_features=84)
             self.linear3 = nn.Linear(in_features=84, out_features=num_classes)
-        self.pool_kind = pool
-        self.fast = fast
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        """The notebook's graph. On the fast path (:mod:`paddle_lenet.ops`) the convolutions run through the
-        package's CPU kernels, and max pooling through its own kernel with one ReLU fewer: max-pooling commutes
-        with ReLU, so relu(pool(relu(conv(x)))) == relu(pool(conv(x))). Same function, same parameters.
-        """
-        fast_max = self.fast and self.pool_kind == "max"
-        x = _conv(self, self.conv1, x)
-        x = F.relu(ops.max_pool2x2(x)) if fast_max else F.relu(self.pool1(F.relu(x)))  # second ReLU, as in the notebook
-        x = _conv(self, self.conv2, x)
-        x = ops.max_pool2x2(x) if fast_max else self.pool2(x)  # no ReLU before pool2, as in the notebook
+        x = F.relu(self.pool1(F.relu(self.conv1(x))))  # the second ReLU, as in the notebook
+        x = self.pool2(self.conv2(x))  # no ReLU before pool2, as in the notebook
         if self.head_kind == "gap":
-            return _run_head(self, x)
+            return self.head(x)
         x = paddle.flatten(x, start_axis=1, stop_axis=-1)
         x = F.relu(self.linear1(x))
         x = F.relu(self.linear2(x))
         return self.linear3(x)
-
-
-def _conv(net: nn.Layer, conv: nn.Conv2D, x: paddle.Tensor) -> paddle.Tensor:
-    """``conv(x)``; on the fast path through the package's CPU kernels (:func:`ops.conv2d`), same function."""
-    return ops.conv2d(x, conv) if net.fast else conv(x)
-
-
-def _run_head(net: nn.Layer, x: paddle.Tensor) -> paddle.Tensor:
-    """The GAP head (``nn.Sequential``), its convolution through :func:`_conv`."""
-    for layer in net.head:
-        x = _conv(net, layer, x) if isinstance(layer, nn.Conv2D) else layer(x)
-    return x
 
 
 class LeNet_nopool(nn.Layer):
@@ -91,11 +68,9 @@ class LeNet_nopool(nn.Layer):
     Quirk kept: no ReLU after ``conv4`` (the notebook flattens its raw output). An extra
     ``conv3`` (3×3, stride 1) sits between the two strided convs, so the model is *not*
     parameter-matched to LeNet — the notebook's comparison confounds the two.
-
-    ``fast`` runs the convolutions through :func:`paddle_lenet.ops.conv2d`: same function.
     """
 
-    def __init__(self, num_classes: int = 10, head: str = "fc", fast: bool = False) -> None:
+    def __init__(self, num_classes: int = 10, head: str = "fc") -> None:
         super().__init__()
         self.conv1 = nn.Conv2D(in_channels=1, out_channels=6, kernel_size=5, stride=1, padding=2)
         self.conv2 = nn.Conv2D(in_channels=6, out_channels=16, kernel_size=5, stride=2)
@@ -108,15 +83,14 @@ class LeNet_nopool(nn.Layer):
             self.linear1 = nn.Linear(in_features=16 * 5 * 5, out_features=120)
             self.linear2 = nn.Linear(in_features=120, out_features=84)
             self.linear3 = nn.Linear(in_features=84, out_features=num_classes)
-        self.fast = fast
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        x = F.relu(_conv(self, self.conv1, x))
-        x = F.relu(_conv(self, self.conv2, x))
-        x = F.relu(_conv(self, self.conv3, x))
-        x = _conv(self, self.conv4, x)  # no ReLU here, as in the notebook
+        x = F.relu(self.conv1(x))
+        x = F.relu(self.conv2(x))
+        x = F.relu(self.conv3(x))
+        x = self.conv4(x)  # no ReLU here, as in the notebook
         if self.head_kind == "gap":
-            return _run_head(self, x)
+            return self.head(x)
         x = paddle.flatten(x, start_axis=1, stop_axis=-1)
         x = F.relu(self.linear1(x))
         x = F.relu(self.linear2(x))
@@ -131,9 +105,8 @@ class LeNet5Classic(nn.Layer):
     paper's sparse C3 (1,516) — as in the source.
     """
 
-    def __init__(self, num_classes: int = 10, pool: str = "avg", pool_p: float = 3.0, fast: bool = False) -> None:
+    def __init__(self, num_classes: int = 10, pool: str = "avg", pool_p: float = 3.0) -> None:
         super().__init__()
-        self.fast = fast
         xavier = paddle.ParamAttr(initializer=nn.initializer.XavierUniform())
 
         def bias(fan_in: int) -> paddle.ParamAttr:
@@ -143,16 +116,16 @@ class LeNet5Classic(nn.Layer):
             return paddle.ParamAttr(initializer=nn.initializer.Uniform(-bound, bound))
 
         self.conv1 = nn.Conv2D(1, 6, 5, stride=1, padding=2, weight_attr=xavier, bias_attr=bias(1 * 25))
-        self.pool1 = make_pool(pool, 6, pool_p, fast=fast)
+        self.pool1 = make_pool(pool, 6, pool_p)
         self.conv2 = nn.Conv2D(6, 16, 5, weight_attr=xavier, bias_attr=bias(6 * 25))
-        self.pool2 = make_pool(pool, 16, pool_p, fast=fast)
+        self.pool2 = make_pool(pool, 16, pool_p)
         self.linear1 = nn.Linear(400, 120, weight_attr=xavier, bias_attr=bias(400))
         self.linear2 = nn.Linear(120, 84, weight_attr=xavier, bias_attr=bias(120))
         self.linear3 = nn.Linear(84, num_classes, weight_attr=xavier, bias_attr=bias(84))
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        x = self.pool1(F.sigmoid(_conv(self, self.conv1, x)))
-        x = self.pool2(F.sigmoid(_conv(self, self.conv2, x)))
+        x = self.pool1(F.sigmoid(self.conv1(x)))
+        x = self.pool2(F.sigmoid(self.conv2(x)))
         x = paddle.flatten(x, start_axis=1)
         x = F.sigmoid(self.linear1(x))
         x = F.sigmoid(self.linear2(x))
@@ -167,51 +140,48 @@ class LeNetBN(nn.Layer):
     Shapes 28 → 14 → 7 → 3 → 1 in both.
     """
 
-    def __init__(self, num_classes: int = 10, strided: bool = False, pool: str = "max", pool_p: float = 3.0,
-                 fast: bool = False) -> None:
+    def __init__(self, num_classes: int = 10, strided: bool = False, pool: str = "max", pool_p: float = 3.0) -> None:
         super().__init__()
-        self.fast = fast
         s = 2 if strided else 1
         self.conv1 = nn.Conv2D(1, 6, 5, stride=s, padding=2)
-        self.pool1 = nn.Identity() if strided else make_pool(pool, 6, pool_p, fast=fast)
+        self.pool1 = nn.Identity() if strided else make_pool(pool, 6, pool_p)
         self.drop1 = nn.Dropout(0.4)
         self.conv2 = nn.Conv2D(6, 16, 5, stride=s, padding=2)
         self.bn2 = nn.BatchNorm2D(16)
-        self.pool2 = nn.Identity() if strided else make_pool(pool, 16, pool_p, fast=fast)
+        self.pool2 = nn.Identity() if strided else make_pool(pool, 16, pool_p)
         self.conv3 = nn.Conv2D(16, 120, 5)
         self.bn3 = nn.BatchNorm2D(120)
         self.avg_pool = nn.AdaptiveAvgPool2D(1)
         self.fc = nn.Linear(120, num_classes)
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        x = self.drop1(self.pool1(F.relu(_conv(self, self.conv1, x))))
-        x = self.pool2(F.relu(self.bn2(_conv(self, self.conv2, x))))
-        x = F.relu(self.bn3(_conv(self, self.conv3, x)))
+        x = self.drop1(self.pool1(F.relu(self.conv1(x))))
+        x = self.pool2(F.relu(self.bn2(self.conv2(x))))
+        x = F.relu(self.bn3(self.conv3(x)))
         x = paddle.flatten(self.avg_pool(x), start_axis=1)
         return self.fc(x)
 
 
 @register_model(source="000", name="LeNet")
-def lenet(num_classes: int = 10, pool: str = "max", pool_p: float = 3.0, head: str = "fc",
-           fast: bool = False) -> LeNet:
-    return LeNet(num_classes, pool, pool_p, head, fast)
+def lenet(num_classes: int = 10, pool: str = "max", pool_p: float = 3.0, head: str = "fc") -> LeNet:
+    return LeNet(num_classes, pool, pool_p, head)
 
 
 @register_model(source="000", name="LeNet_nopool")
-def lenet_nopool(num_classes: int = 10, head: str = "fc", fast: bool = False) -> LeNet_nopool:
-    return LeNet_nopool(num_classes, head, fast)
+def lenet_nopool(num_classes: int = 10, head: str = "fc") -> LeNet_nopool:
+    return LeNet_nopool(num_classes, head)
 
 
 @register_model(source="001")
-def LeNet5_classic(num_classes: int = 10, pool: str = "avg", pool_p: float = 3.0, fast: bool = False) -> LeNet5Classic:
-    return LeNet5Classic(num_classes, pool, pool_p, fast)
+def LeNet5_classic(num_classes: int = 10, pool: str = "avg", pool_p: float = 3.0) -> LeNet5Classic:
+    return LeNet5Classic(num_classes, pool, pool_p)
 
 
 @register_model(source="002")
-def LeNet_BN(num_classes: int = 10, pool: str = "max", pool_p: float = 3.0, fast: bool = False) -> LeNetBN:
-    return LeNetBN(num_classes, strided=False, pool=pool, pool_p=pool_p, fast=fast)
+def LeNet_BN(num_classes: int = 10, pool: str = "max", pool_p: float = 3.0) -> LeNetBN:
+    return LeNetBN(num_classes, strided=False, pool=pool, pool_p=pool_p)
 
 
 @register_model(source="002")
-def LeNet_BN_strided(num_classes: int = 10, fast: bool = False) -> LeNetBN:
-    return LeNetBN(num_classes, strided=True, fast=fast)
+def LeNet_BN_strided(num_classes: int = 10) -> LeNetBN:
+    return LeNetBN(num_classes, strided=True)

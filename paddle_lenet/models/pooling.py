@@ -12,7 +12,17 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from .. import ops
+from ..config import POOLS
+
+
+def windows(x: paddle.Tensor, k: int) -> paddle.Tensor:
+    """The k×k, stride-k windows of an NCHW tensor as ``[N, C, H//k, k, W//k, k]`` (a view; a last partial row or
+    column is dropped, as pooling drops it). Reductions over axes 3 and 5 are per-window statistics, and
+    ``keepdim`` ones broadcast back onto every pixel of their window — no upsampling op, so exported graphs
+    hold only standard operators."""
+    c, h, w = x.shape[1], x.shape[2], x.shape[3]
+    ho, wo = h // k, w // k
+    return x[:, :, : ho * k, : wo * k].reshape([-1, c, ho, k, wo, k])
 
 
 class LpPool(nn.Layer):
@@ -21,8 +31,13 @@ class LpPool(nn.Layer):
     That is 4^(1/p) times the power *mean* of a 2×2 window (Sermanet et al. 2012 weight the sum with a
     Gaussian; Paddle's and PyTorch's LPPool use uniform weights, as here). p = 1 is sum pooling, p → ∞ tends to
     max. Deliberate deviation from ``nn.LPPool2D``: the absolute value, because the faithful LeNet's second
-    pool sees un-ReLU'd (signed) conv outputs and a negative sum has no real p-th root; the clip keeps the
-    gradient finite on all-zero windows.
+    pool sees un-ReLU'd (signed) conv outputs and a negative sum has no real p-th root.
+
+    Computed relative to each window's largest |x|, m: (Σ|x|^p)^(1/p) = m·(Σ(|x|/m)^p)^(1/p), whose inner sum
+    lies in [1, k²], so nothing under- or overflows at any p in (0, 64] and nothing is clipped into the result
+    (an earlier clip of the sum at 1e-12 put 1e-12^(1/p) under every output: 0.42 instead of 0.30 at p = 32).
+    m carries no gradient of its own — the function is homogeneous in m, ∂out/∂m = 0 — and all-zero windows
+    give 0 with zero, finite gradients.
     """
 
     def __init__(self, p: float = 3.0, kernel_size: int = 2) -> None:
@@ -30,27 +45,33 @@ class LpPool(nn.Layer):
         self.p, self.k = float(p), kernel_size
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        # |x|^p as exp(p·log|x|) (Paddle's CPU pow is ~5× slower), the window sum as k²·avg_pool
-        xp = paddle.exp(self.p * paddle.log(paddle.clip(x.abs(), min=1e-30)))
-        s = F.avg_pool2d(xp, self.k, self.k) * float(self.k * self.k)
-        return paddle.exp(paddle.log(paddle.clip(s, min=1e-12)) / self.p)
+        a = windows(x, self.k).abs()
+        m = a.max(axis=[3, 5], keepdim=True).detach()
+        r = a / paddle.where(m > 0, m, paddle.ones_like(m))
+        # r^p as exp(p·log r) (Paddle's CPU pow is ~5× slower); the window sum lies in [1, k²] where m > 0
+        s = paddle.exp(self.p * paddle.log(paddle.clip(r, min=1e-30))).sum(axis=[3, 5], keepdim=True)
+        s = paddle.where(m > 0, s, paddle.ones_like(s))
+        out = paddle.where(m > 0, m * paddle.exp(paddle.log(s) / self.p), paddle.zeros_like(m))
+        return out.squeeze([3, 5])
 
 
 class MixedPool(nn.Layer):
     """Mixed pooling (Yu et al. 2014): each window randomly max or average during training.
 
-    At inference the fixed rule is the training-time expectation, 0.5·max + 0.5·avg. (Not verified against
-    the paper's text, which was not at hand; the per-window choice of λ ∈ {0, 1} is the paper's.)
+    At inference the fixed rule is the training-time expectation, 0.5·max + 0.5·avg — the package's own rule
+    (the paper's text was not at hand; the per-window choice of λ ∈ {0, 1} is the paper's). Public
+    implementations use whichever of max and average the training drew more often; with fair per-window draws
+    that is pure max or pure average. ``docs/results/pooling_zoo_fashion10/mixed_test_rule.py`` measured the
+    three rules on the same weights: up to 4 points apart.
     """
 
     def __init__(self, kernel_size: int = 2) -> None:
         super().__init__()
         self.k = kernel_size
-
-    fast = False
+        self.max_pool = nn.MaxPool2D(kernel_size, kernel_size)
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        mx = ops.max_pool2x2(x) if self.fast and self.k == 2 else F.max_pool2d(x, self.k, self.k)
+        mx = self.max_pool(x)
         avg = F.avg_pool2d(x, self.k, self.k)
         if self.training:
             lam = (paddle.rand(mx.shape) < 0.5).astype(x.dtype)
@@ -72,21 +93,22 @@ class StochasticPool(nn.Layer):
     def __init__(self, kernel_size: int = 2) -> None:
         super().__init__()
         self.k = kernel_size
+        self.max_pool = nn.MaxPool2D(kernel_size, kernel_size)  # windows with nothing positive
 
-    fast = False
+    def uniforms(self, x: paddle.Tensor) -> paddle.Tensor:
+        """One uniform u per window: the only random numbers the layer consumes (the accelerated layer draws
+        the same ones, so both paths sample the same elements)."""
+        n, c, h, w = x.shape
+        return paddle.rand([n, c, h // self.k, w // self.k], dtype=x.dtype)
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         k = self.k
         n, c, h, w = x.shape
-        if self.training:  # one uniform u per window (drawn first: nothing else here consumes random numbers)
-            u = paddle.rand([n, c, h // k, w // k], dtype=x.dtype)
-            if self.fast:
-                out = ops.stochastic_pool(x, u, k)  # the pick below in one pass (None: no kernels)
-                if out is not None:
-                    return out
+        if self.training:
+            u = self.uniforms(x)
         a = F.relu(x)
         mass = F.avg_pool2d(a, k, k)  # Σ a⁺ / k²: zero where the window has nothing positive
-        mx = ops.max_pool2x2(x) if self.fast and k == 2 else F.max_pool2d(x, k, k)
+        mx = self.max_pool(x)
         if not self.training:  # Σ p·a with p = a⁺/Σa⁺ is Σ a⁺² / Σ a⁺ (a·a⁺ = a⁺²)
             return paddle.where(mass > 0, F.avg_pool2d(a * a, k, k) / paddle.clip(mass, min=1e-30), mx)
         # sample element i of each window with probability a⁺_i / Σ a⁺: the first i (row-major) whose
@@ -103,17 +125,42 @@ class StochasticPool(nn.Layer):
         return paddle.where(mass > 0, picked, mx)
 
 
+def soft_window(x: paddle.Tensor, logit: paddle.Tensor, k: int, s: int, p: int) -> paddle.Tensor:
+    """Σ softmax(logit)·x over each k×k window (stride s, padding p; padded positions excluded).
+
+    The weighted mean with weights e^logit that SoftPool (logit = x) and LIP (logit = its importance map)
+    are made of: a softmax over the window axis for non-overlapping windows, else
+    avg_pool(x·e^L) / avg_pool(e^L) shifted by the tensor's maximum, which needs logits within ~80 of each
+    other (LIP's are in [0, 12]).
+    """
+    if k == s and p == 0:
+        n, c, h, w = x.shape
+        ho, wo = h // k, w // k
+
+        def win(t: paddle.Tensor) -> paddle.Tensor:
+            t = t[:, :, : ho * k, : wo * k].reshape([n, c, ho, k, wo, k]).transpose([0, 1, 2, 4, 3, 5])
+            return t.reshape([n, c, ho, wo, k * k])
+
+        return (F.softmax(win(logit), axis=-1) * win(x)).sum(-1)
+    e = paddle.exp(logit - logit.max().detach())
+    return F.avg_pool2d(x * e, k, s, p) / F.avg_pool2d(e, k, s, p)
+
+
 class SoftPool(nn.Layer):
-    """SoftPool (Stergiou et al. 2021): Σ softmax(a)_i · a_i over each window."""
+    """SoftPool (Stergiou et al. 2021): Σ softmax(a)_i · a_i over each window.
+
+    Deviation, deliberate: the backward pass is the exact derivative of this function, w·(1 + x − y)·g, while the
+    authors' CUDA kernel treats the weights as constants (w·g). Not offered as an option: a gradient that is not
+    the function's changes what is being compared (the package compares operators as functions), and the exact
+    one is what every autograd re-implementation of the paper computes.
+    """
 
     def __init__(self, kernel_size: int = 2) -> None:
         super().__init__()
         self.k = kernel_size
 
-    fast = False
-
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        return ops.soft_window(x, x, self.k, self.k, 0, kernel=self.fast)  # weights softmax(x) over each window
+        return soft_window(x, x, self.k, self.k, 0)  # weights softmax(x) over each window
 
 
 class LIPPool(nn.Layer):
@@ -133,12 +180,12 @@ class LIPPool(nn.Layer):
                               weight_attr=paddle.ParamAttr(initializer=nn.initializer.Constant(0.0)))
         self.norm = nn.InstanceNorm2D(channels)  # affine: scale 1, shift 0 at the start
 
-    fast = False
+    def logit(self, x: paddle.Tensor) -> paddle.Tensor:
+        return 12.0 * F.sigmoid(self.norm(self.conv(x)))
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        logit = 12.0 * F.sigmoid(self.norm(ops.conv2d(x, self.conv) if self.fast else self.conv(x)))
         # avg_pool(x·e^logit) / avg_pool(e^logit) over 3×3 windows, stride 2, padding 1
-        return ops.soft_window(x, logit, 3, 2, 1, kernel=self.fast)
+        return soft_window(x, self.logit(x), 3, 2, 1)
 
 
 class DPPPool(nn.Layer):
@@ -148,8 +195,10 @@ class DPPPool(nn.Layer):
     guide Ĩ = the 2×2 window mean; d = (I − Ĩ)² + 10⁻³; d̂ = the window mean of d;
     w = (d / d̂)^(e^λ / 2) + e^α; out = Σ w·I / Σ w over each 2×2 window.
 
-    λ and α are learned per channel, initialised uniformly in ±1/√C like the authors' modules; α is capped at 10
-    (the authors clamp the parameter in place; here the cap is applied in the forward pass, same values).
+    λ and α are learned per channel, initialised uniformly in ±1/√C like the authors' modules; α is capped at 10.
+    Deviation: the authors clamp the parameter in place after a step and pass α's gradient through; here the cap
+    is applied in the forward pass (the same forward values), so α's gradient is zero while α ≥ 10 — reached
+    only if e^α is ~22,000 times the detail weights, which LeNet's runs never approach.
     Computed with Paddle's pooling ops: d̂ as the window's variance + 10⁻³ = mean(I²) − Ĩ² + 10⁻³ (the same value;
     one-pass, so it loses precision only for activations ~10³× larger than LeNet's).
     Activations that differ from their window's mean (details) get more weight, with λ setting how much.
@@ -163,49 +212,31 @@ class DPPPool(nn.Layer):
         self.lam = self.create_parameter([1, channels, 1, 1, 1], default_initializer=init)
         self.alpha = self.create_parameter([1, channels, 1, 1, 1], default_initializer=init)
 
-    fast = False
-
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        k = self.k
-        if self.fast:
-            out = ops.dpp_pool(x, self.lam, self.alpha, k)  # one fused pass per window (None: no kernels)
-            if out is not None:
-                return out
-        n, c, h, w = x.shape
-        ho, wo = h // k, w // k
-        x = x[:, :, : ho * k, : wo * k]
-
-        def per_window(t: paddle.Tensor) -> paddle.Tensor:  # a window statistic, back on each of its pixels
-            return F.interpolate(t, scale_factor=k, mode="nearest")
-
-        m = F.avg_pool2d(x, k, k)
-        diff = x - per_window(m)
+        c = x.shape[1]
+        x6 = windows(x, self.k)  # per-window statistics keep their axes and broadcast onto the window's pixels
+        inv = 1.0 / (self.k * self.k)  # window means as sums (Paddle Inference's oneDNN mean prints a line per call)
+        m = x6.sum(axis=[3, 5], keepdim=True) * inv
+        diff = x6 - m
         d = diff * diff + 1e-3
-        # the window mean of d is the window's variance + 10⁻³: mean(x²) − m² + 10⁻³, at output resolution
-        dn = F.avg_pool2d(x * x, k, k) - m * m + 1e-3
-        gamma = (paddle.exp(self.lam) / 2).reshape([1, c, 1, 1])
-        alpha = paddle.exp(paddle.clip(self.alpha, max=10.0)).reshape([1, c, 1, 1])
-        weight = paddle.exp(gamma * (paddle.log(d) - per_window(paddle.log(paddle.clip(dn, min=1e-3))))) + alpha
-        return F.avg_pool2d(weight * x, k, k) / F.avg_pool2d(weight, k, k)
+        # the window mean of d is the window's variance + 10⁻³: mean(x²) − m² + 10⁻³
+        dn = (x6 * x6).sum(axis=[3, 5], keepdim=True) * inv - m * m + 1e-3
+        gamma = (paddle.exp(self.lam) / 2).reshape([1, c, 1, 1, 1, 1])
+        alpha = paddle.exp(paddle.clip(self.alpha, max=10.0)).reshape([1, c, 1, 1, 1, 1])
+        weight = paddle.exp(gamma * (paddle.log(d) - paddle.log(paddle.clip(dn, min=1e-3)))) + alpha
+        return ((weight * x6).sum(axis=[3, 5]) / weight.sum(axis=[3, 5]))
 
 
 # Version of each operator's definition: recorded with every run so that a study never reuses a run whose
 # operator has since been corrected (lip, dpp: the authors' definitions; stochastic: non-positive windows).
-REVISIONS = {"lip": 2, "dpp": 2, "stochastic": 2}
+# lp 2: no clip under the power sum (exact at large p)
+REVISIONS = {"lip": 2, "dpp": 2, "stochastic": 2, "lp": 2}
 
 
-POOLS = ("max", "avg", "lp", "mixed", "stochastic", "soft", "lip", "dpp")
 
 
-def make_pool(kind: str, channels: int, p: float = 3.0, kernel_size: int = 2, fast: bool = False) -> nn.Layer:
-    """The pooling layer named by ``Arch.pool``; ``fast`` lets it use the package's CPU kernels (same function)."""
-    layer = _make_pool(kind, channels, p, kernel_size)
-    if hasattr(layer, "fast"):
-        layer.fast = fast
-    return layer
-
-
-def _make_pool(kind: str, channels: int, p: float, kernel_size: int) -> nn.Layer:
+def make_pool(kind: str, channels: int, p: float = 3.0, kernel_size: int = 2) -> nn.Layer:
+    """The pooling layer named by ``Arch.pool``."""
     if kind == "max":
         return nn.MaxPool2D(kernel_size, kernel_size)
     if kind == "avg":

@@ -1,0 +1,117 @@
+"""The fast path as one pass over a built model: execution strategy outside the architectures.
+
+Models (``models/``) hold only their plain graph. :func:`accelerate` turns a built model's layers into
+kernel-backed subclasses of themselves — the same objects, the same parameters and ``state_dict`` keys,
+forward hooks still firing — whose ``forward`` calls the package's CPU kernels (:mod:`paddle_lenet.ops`)
+and falls back to the plain layer's ``forward`` wherever the kernels do not apply (GPU, static graph for
+export, other dtypes, no compiler). So FLOPs, export and parameter counts see the model the run trained,
+and ``Global.fast`` is one switch in one place (:class:`paddle_lenet.engine.Experiment`).
+"""
+
+from __future__ import annotations
+
+from . import _paddle  # noqa: F401  (paddle without its import-time warnings)
+import paddle
+import paddle.nn as nn
+
+from . import ops
+from .models.pooling import DPPPool, LIPPool, SoftPool, StochasticPool
+
+
+class FastConv2D(nn.Conv2D):
+    """``nn.Conv2D`` through the package's conv kernel (square kernel, symmetric int padding, no groups)."""
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        if not paddle.in_dynamic_mode():
+            return nn.Conv2D.forward(self, x)
+        return ops.conv2d(x, self.weight, self.bias, self._stride[0], self._padding)
+
+    @staticmethod
+    def fits(layer: nn.Conv2D) -> bool:
+        kh, kw = layer.weight.shape[2:]
+        return (isinstance(layer._padding, int) and layer._stride[0] == layer._stride[1] and layer._groups == 1
+                and list(layer._dilation) == [1, 1] and kh == kw and layer._data_format == "NCHW"
+                and layer._padding_mode == "zeros")
+
+
+class FastMaxPool2D(nn.MaxPool2D):
+    """2×2, stride-2 max pooling through the package's kernel (ties: the first element, as Paddle's)."""
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        if not paddle.in_dynamic_mode():
+            return nn.MaxPool2D.forward(self, x)
+        return ops.max_pool2x2(x)
+
+    @staticmethod
+    def fits(layer: nn.MaxPool2D) -> bool:
+        def pair(v: object) -> list:
+            return list(v) if isinstance(v, (list, tuple)) else [v, v]
+
+        return (pair(layer.ksize) == [2, 2] and pair(layer.stride or layer.ksize) == [2, 2]
+                and pair(layer.padding) == [0, 0] and not layer.ceil_mode and not layer.return_mask
+                and layer.data_format == "NCHW")
+
+
+class FastStochasticPool(StochasticPool):
+    """Stochastic pooling's training draw in one pass per window, from the same uniforms as the plain layer."""
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        if self.training and paddle.in_dynamic_mode() and ops.window_kernels(x, self.k) is not None:
+            return ops.stochastic_pool(x, self.uniforms(x), self.k)
+        return StochasticPool.forward(self, x)
+
+
+class FastSoftPool(SoftPool):
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        if paddle.in_dynamic_mode() and ops.window_kernels(x, self.k) is not None:
+            return ops.soft_window(x, x, self.k, self.k, 0)
+        return SoftPool.forward(self, x)
+
+
+class FastLIPPool(LIPPool):
+    """LIP's weighted 3×3 window mean through the soft-window kernel (its logit conv is accelerated on its own)."""
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        if paddle.in_dynamic_mode() and ops.window_kernels(x, 3) is not None:
+            return ops.soft_window(x, self.logit(x), 3, 2, 1)
+        return LIPPool.forward(self, x)
+
+
+class FastDPPPool(DPPPool):
+    """DPP fused into one pass per window, forward and backward."""
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        if paddle.in_dynamic_mode() and ops.window_kernels(x, self.k) is not None:
+            return ops.dpp_pool(x, self.lam, self.alpha, self.k)
+        return DPPPool.forward(self, x)
+
+
+# plain class → (accelerated subclass, does this instance fit it); exact classes only: a user's subclass of a
+# plain layer has its own forward, which the pass must not replace
+_SWAPS: dict[type, tuple[type, object]] = {
+    nn.Conv2D: (FastConv2D, FastConv2D.fits),
+    nn.MaxPool2D: (FastMaxPool2D, FastMaxPool2D.fits),
+    StochasticPool: (FastStochasticPool, None),
+    SoftPool: (FastSoftPool, None),
+    LIPPool: (FastLIPPool, None),
+    DPPPool: (FastDPPPool, None),
+}
+
+
+def accelerate(net: nn.Layer) -> nn.Layer:
+    """Put ``net``'s layers on the package's CPU kernels, in place; returns ``net``.
+
+    Same function, same parameters: ``tests/test_models.py`` checks outputs and every gradient of every
+    LeNet-family configuration against the plain model. Idempotent.
+    """
+    for layer in net.sublayers(include_self=True):
+        swap = _SWAPS.get(type(layer))
+        if swap is not None and (swap[1] is None or swap[1](layer)):
+            layer.__class__ = swap[0]
+    return net
+
+
+def accelerated_layers(net: nn.Layer) -> list[str]:
+    """Names of the sublayers the pass put on the kernels (what a run records as its arithmetic)."""
+    fast = tuple(cls for cls, _ in _SWAPS.values())
+    return [name or "(model)" for name, layer in net.named_sublayers(include_self=True) if isinstance(layer, fast)]
