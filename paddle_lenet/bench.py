@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from . import ops
 from .engine import Experiment
 
 
@@ -88,31 +89,56 @@ class PaddleBench:
         return len(self.exp.test_data) / (time.perf_counter() - t)
 
 
-class TorchBench:
-    """The same model, Adam, batch and arrays in PyTorch eager (a speed yardstick, never a dependency)."""
+def torch_model(name: str, num_classes: int = 10) -> Any:
+    """PyTorch twins of the notebook family's graphs (quirks included), for the speed yardstick only."""
+    import torch.nn as tnn
 
-    def __init__(self, cfg: dict[str, Any], data: Any, threads: int | None) -> None:
+    if name == "LeNet":
+        return tnn.Sequential(tnn.Conv2d(1, 6, 5, 1, 2), tnn.ReLU(), tnn.MaxPool2d(2, 2), tnn.ReLU(),
+                              tnn.Conv2d(6, 16, 5), tnn.MaxPool2d(2, 2), tnn.Flatten(), tnn.Linear(400, 120),
+                              tnn.ReLU(), tnn.Linear(120, 84), tnn.ReLU(), tnn.Linear(84, num_classes))
+    if name == "LeNet_nopool":
+        return tnn.Sequential(tnn.Conv2d(1, 6, 5, 1, 2), tnn.ReLU(), tnn.Conv2d(6, 16, 5, 2), tnn.ReLU(),
+                              tnn.Conv2d(16, 16, 3, 1, 1), tnn.ReLU(), tnn.Conv2d(16, 16, 3, 2), tnn.Flatten(),
+                              tnn.Linear(400, 120), tnn.ReLU(), tnn.Linear(120, 84), tnn.ReLU(), tnn.Linear(84, num_classes))
+    if name == "LeNet5_classic":
+        return tnn.Sequential(tnn.Conv2d(1, 6, 5, 1, 2), tnn.Sigmoid(), tnn.AvgPool2d(2, 2), tnn.Conv2d(6, 16, 5),
+                              tnn.Sigmoid(), tnn.AvgPool2d(2, 2), tnn.Flatten(), tnn.Linear(400, 120), tnn.Sigmoid(),
+                              tnn.Linear(120, 84), tnn.Sigmoid(), tnn.Linear(84, num_classes))
+    if name in ("LeNet_BN", "LeNet_BN_strided"):
+        s = 2 if name.endswith("strided") else 1
+        pool = (lambda: tnn.Identity()) if s == 2 else (lambda: tnn.MaxPool2d(2, 2))
+        return tnn.Sequential(tnn.Conv2d(1, 6, 5, s, 2), tnn.ReLU(), pool(), tnn.Dropout(0.4),
+                              tnn.Conv2d(6, 16, 5, s, 2), tnn.BatchNorm2d(16), tnn.ReLU(), pool(),
+                              tnn.Conv2d(16, 120, 5), tnn.BatchNorm2d(120), tnn.ReLU(), tnn.AdaptiveAvgPool2d(1),
+                              tnn.Flatten(), tnn.Linear(120, num_classes))
+    raise ValueError(f"--reference torch has no twin of {name}")
+
+
+TORCH_MODELS = ("LeNet", "LeNet_nopool", "LeNet5_classic", "LeNet_BN", "LeNet_BN_strided")
+
+
+class TorchBench:
+    """The same model, optimizer, batch and arrays in PyTorch eager or ``torch.compile`` (inductor), as a speed
+    yardstick — never a dependency."""
+
+    def __init__(self, cfg: dict[str, Any], data: Any, threads: int | None, compiled: bool = False) -> None:
         import torch
-        import torch.nn as tnn
         import torch.nn.functional as tf
 
         self.torch, self.tf = torch, tf
         if threads:
             torch.set_num_threads(threads)
         torch.manual_seed(cfg["Global"]["seed"])
-        name = cfg["Arch"]["name"]
-        if name == "LeNet":
-            net = tnn.Sequential(tnn.Conv2d(1, 6, 5, 1, 2), tnn.ReLU(), tnn.MaxPool2d(2, 2), tnn.ReLU(),
-                                 tnn.Conv2d(6, 16, 5), tnn.MaxPool2d(2, 2), tnn.Flatten(), tnn.Linear(400, 120),
-                                 tnn.ReLU(), tnn.Linear(120, 84), tnn.ReLU(), tnn.Linear(84, 10))
-        elif name == "LeNet_nopool":
-            net = tnn.Sequential(tnn.Conv2d(1, 6, 5, 1, 2), tnn.ReLU(), tnn.Conv2d(6, 16, 5, 2), tnn.ReLU(),
-                                 tnn.Conv2d(16, 16, 3, 1, 1), tnn.ReLU(), tnn.Conv2d(16, 16, 3, 2), tnn.Flatten(),
-                                 tnn.Linear(400, 120), tnn.ReLU(), tnn.Linear(120, 84), tnn.ReLU(), tnn.Linear(84, 10))
+        net = torch_model(cfg["Arch"]["name"])
+        o = cfg["Optimizer"]
+        if o["name"] == "Adam":
+            self.opt = torch.optim.Adam(net.parameters(), lr=o["learning_rate"])
+        elif o["name"] == "Momentum":
+            self.opt = torch.optim.SGD(net.parameters(), lr=o["learning_rate"], momentum=o["momentum"])
         else:
-            raise ValueError(f"--reference torch supports LeNet and LeNet_nopool, not {name}")
-        self.net = net
-        self.opt = torch.optim.Adam(net.parameters(), lr=cfg["Optimizer"]["learning_rate"])
+            self.opt = torch.optim.SGD(net.parameters(), lr=o["learning_rate"])
+        self.net = torch.compile(net) if compiled else net
         self.x, self.y = torch.from_numpy(data.images), torch.from_numpy(data.labels[:, 0])
         self.batch = cfg["Data"]["batch_size"]
         self.rng = np.random.default_rng(0)
@@ -142,12 +168,12 @@ def benchmark(cfg: dict[str, Any], steps: int, warmup: int, pairs: int, referenc
                               "batch_size": cfg["Data"]["batch_size"], "steps": steps, "pairs": pairs,
                               "fast": cfg["Global"]["fast"], "threads": cfg["Global"]["threads"], "device": ours.exp.device}
     ref = None
-    if reference == "torch":
-        ref = TorchBench(cfg, ours.exp.train_data, torch_threads)
+    if reference in ("torch", "torch-compile"):
+        ref = TorchBench(cfg, ours.exp.train_data, torch_threads, compiled=reference == "torch-compile")
         if warmup:
             ref.train(warmup)
         result["torch_threads"] = ref.torch.get_num_threads()
-        result["torch"] = ref.torch.__version__
+        result["torch"] = ref.torch.__version__ + (" (torch.compile)" if reference == "torch-compile" else " (eager)")
     ours_ips, ref_ips, ratios = [], [], []
     for _ in range(pairs):
         ours_ips.append(ours.train(steps))
@@ -162,6 +188,8 @@ def benchmark(cfg: dict[str, Any], steps: int, warmup: int, pairs: int, referenc
         result["ratio_vs_torch"] = statistics.median(ratios)
         result["ratios"] = [round(r, 3) for r in ratios]
     result["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    result["isa"] = ops.isa()
+    result["train_gflops"] = round(3 * ours.exp.flops() * result["train_images_per_second"] / 1e9, 2)  # fwd + 2× bwd
     return result
 
 
@@ -183,7 +211,7 @@ def benchmark_family(cfg: dict[str, Any], steps: int, warmup: int, pairs: int, r
         c = copy.deepcopy(cfg)
         name = label.split(" ")[0]
         c["Arch"].update(name=name, pool=arch.get("pool"), head=arch.get("head"), pool_p=None)
-        ref = reference if label in ("LeNet", "LeNet_nopool") else None
+        ref = reference if name in TORCH_MODELS and "pool" not in arch and "head" not in arch else None
         r = benchmark(c, steps, warmup, pairs, ref, torch_threads)
         r["label"] = label
         rows.append(r)

@@ -24,6 +24,7 @@ import pickle
 import re
 import shutil
 import sys
+import warnings
 from typing import Any
 
 import numpy as np
@@ -109,8 +110,8 @@ def decode_rng(state: list) -> list:
 def save(folder: str, tag: str, net_state: dict, opt_state: dict, state: dict[str, Any]) -> None:
     """``state`` must be JSON-serialisable and hold ``identity``; the files' digests are added here."""
     base = os.path.join(folder, tag)
-    atomic_write(base + ".pdparams", lambda p: paddle.save(net_state, p), fsync=True)
-    atomic_write(base + ".pdopt", lambda p: paddle.save(opt_state, p), fsync=True)
+    atomic_write(base + ".pdparams", lambda p: _paddle_save(net_state, p), fsync=True)
+    atomic_write(base + ".pdopt", lambda p: _paddle_save(opt_state, p), fsync=True)
     record = {**state, "format": FORMAT, "sha256": {"pdparams": sha256(base + ".pdparams"),
                                                     "pdopt": sha256(base + ".pdopt")}}
     text = json.dumps(record, allow_nan=False)
@@ -123,6 +124,12 @@ def save(folder: str, tag: str, net_state: dict, opt_state: dict, state: dict[st
                     p = os.path.join(folder, name[: -len(".pdstate")] + ext)
                     if os.path.exists(p):
                         os.remove(p)
+
+
+def _paddle_save(obj: dict, path: str) -> None:
+    with warnings.catch_warnings():  # plain SGD has no state: paddle warns "state dict is empty" every epoch
+        warnings.simplefilter("ignore")
+        paddle.save(obj, path)
 
 
 def _write_text(path: str, text: str) -> None:

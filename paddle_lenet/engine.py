@@ -24,6 +24,7 @@ import paddle
 from . import checkpoint as ckpt
 from . import ops
 from .accelerate import accelerate, accelerated_layers
+from .analysis import class_names, per_class, predict
 from .config import dump, run_dir
 from .data import DATASETS, ArrayData, ArrayLoader, EpochBatchSampler, fingerprint, load_split
 from .errors import ConfigError, TrainingStopped, UserError
@@ -260,6 +261,9 @@ class StepCallback(paddle.callbacks.Callback):
             raise _NonFinite(loss, r.step_in_epoch)
         r.loss_sum += loss
         r.loss_n += 1
+        batch = int(logs.get("batch_size", 0)) or r.cfg["Data"]["batch_size"]
+        r.acc_sum += float(r.exp.accuracy.last[0]) * batch  # this batch's top-k[0] accuracy, in training mode
+        r.acc_n += batch
         if r.writer is not None:  # the values of this batch, not hapi's running means
             r.writer.add_scalar("train/loss", loss, r.global_step)
             for k, acc in zip(r.topk, r.exp.accuracy.last, strict=True):
@@ -293,6 +297,7 @@ class Run:
         self.stop_signal: str | None = None
         self.writer: Any = None
         self.loss_sum, self.loss_n = 0.0, 0
+        self.acc_sum, self.acc_n = 0.0, 0
         self.epoch_t0 = time.time()
         self.epoch_skip = 0
         self.history: list[dict[str, float]] = []  # eval metrics per evaluated epoch (learning curves)
@@ -309,7 +314,7 @@ class Run:
                 "train_seconds": self.train_seconds, "steps_per_epoch": self.steps_per_epoch,
                 "seed": self.cfg["Global"]["seed"], "history": self.history,
                 "rng": ckpt.encode_rng(paddle.get_rng_state()),
-                "loss_sum": self.loss_sum, "loss_n": self.loss_n}
+                "loss_sum": self.loss_sum, "loss_n": self.loss_n, "acc_sum": self.acc_sum, "acc_n": self.acc_n}
 
     def restore(self, state: dict[str, Any]) -> None:
         self.epoch, self.step_in_epoch = state["epoch"], state["step"]
@@ -317,6 +322,7 @@ class Run:
         self.history = state["history"]
         # the epoch's running train loss, so a mid-epoch resume records the same history[].train_loss
         self.loss_sum, self.loss_n = state["loss_sum"], state["loss_n"]
+        self.acc_sum, self.acc_n = state["acc_sum"], state["acc_n"]
         paddle.set_rng_state(ckpt.decode_rng(state["rng"]))
 
     def save(self) -> str:
@@ -444,6 +450,7 @@ def _train(cfg: dict[str, Any], exp: Experiment, folder: RunFolder, resume_state
             exp.sampler.set_epoch(run.epoch, skip=run.step_in_epoch)
             if run.step_in_epoch == 0:
                 run.loss_sum, run.loss_n = 0.0, 0
+                run.acc_sum, run.acc_n = 0.0, 0
             run.epoch_t0 = time.time()
             try:
                 if run.stop_signal:  # a signal before the first step
@@ -469,7 +476,10 @@ def _train(cfg: dict[str, Any], exp: Experiment, folder: RunFolder, resume_state
                     f"{time.time() - run.epoch_t0:.1f}s")
             if run.epoch % cfg["Global"]["eval_every"] == 0 or run.epoch == run.epochs:
                 eval_logs = exp.evaluate()
-                run.history.append({"epoch": run.epoch, "train_loss": train_loss, **eval_logs})
+                # train_acc: the epoch's running accuracy over its batches in training mode (dropout on, weights
+                # moving), as training curves usually show it; the test metrics are of the weights at the epoch's end
+                run.history.append({"epoch": run.epoch, "train_loss": train_loss,
+                                    f"train_acc_top{run.topk[0]}": run.acc_sum / max(run.acc_n, 1), **eval_logs})
                 if run.writer is not None:
                     for k, v in eval_logs.items():
                         run.writer.add_scalar(f"eval/{k}", v, run.epoch)
@@ -525,6 +535,7 @@ def evaluate_checkpoint(cfg: dict[str, Any], run_metrics: dict[str, Any] | None 
     out = {"model": cfg["Arch"]["name"], "dataset": cfg["Data"]["name"], "checkpoint": path, "identity": checked}
     out.update(exp.evaluate())
     out["test_samples"] = len(exp.test_data)
+    out.update(per_class(predict(exp.net, exp.test_data), exp.test_data.labels, class_names(exp.test_data)))
     return out
 
 
@@ -533,13 +544,20 @@ def shift_accuracy(cfg: dict[str, Any], shifts: list[int]) -> dict[str, float]:
 
     Measures the translation invariance that pooling is said to buy (seed 000's claim).
     """
+    return measure_run(cfg, shifts)[0]
+
+
+def measure_run(cfg: dict[str, Any], shifts: list[int]) -> tuple[dict[str, float], dict[str, Any]]:
+    """What a study records of a finished run beside its metrics: accuracy under shifts (see
+    :func:`shift_accuracy`) and per-class accuracy with the confusion matrix."""
     from .data import shift_images
 
     exp = Experiment(cfg, load_train=False)
     exp.load_weights(os.path.join(run_dir(cfg), "checkpoints", "final.pdparams"))
+    classes = per_class(predict(exp.net, exp.test_data), exp.test_data.labels, class_names(exp.test_data))
     out = {}
     for k in shifts:
         dirs = ("up", "down", "left", "right") if k else ("up",)
         accs = [exp.evaluate(transform=lambda x, k=k, d=d: shift_images(x, k, d))["acc_top1"] for d in dirs]
         out[str(k)] = float(np.mean(accs))
-    return out
+    return out, classes

@@ -99,7 +99,7 @@ def export_run(cfg: dict[str, Any], out_dir: str) -> dict[str, Any]:
         from .data import load_split
 
         test = load_split(cfg["Data"]["name"], cfg["Data"]["root"], "test")
-        x, verified_on = test.images[:64], f"64 {cfg['Data']['name']} test images"
+        x, verified_on = test.batch(slice(0, 64)), f"64 {cfg['Data']['name']} test images"
     except DataError:
         x = np.random.default_rng(0).random((64, *exp.info.shape), dtype=np.float32)
         verified_on = "64 random images (the dataset is not at hand)"

@@ -7,13 +7,11 @@ import os
 from typing import Any
 
 import matplotlib
+import matplotlib.pyplot as plt  # no matplotlib.use() here: the host's backend is its own (headless: Agg anyway)
 import matplotlib.ticker
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from .data import ArrayData  # noqa: E402
+from .data import ArrayData
 
 
 def sample_grid(data: ArrayData, n: int, out: str, title: str = "") -> None:
@@ -32,7 +30,7 @@ def sample_grid(data: ArrayData, n: int, out: str, title: str = "") -> None:
         ax.axis("off")
         if i >= n:
             continue
-        img = data.images[i]
+        img = data.batch(i)
         if img.shape[0] == 1:
             ax.imshow(img[0], cmap="gray", vmin=0.0, vmax=1.0)
         else:
@@ -81,24 +79,39 @@ def data_phrase(summary: dict[str, Any]) -> str:
     return f"{desc}{sub}, {summary['train_samples']:,} train / {summary['test_samples']:,} test images"
 
 
+# one colour per model, the same in every figure and every study where the labels match
+_PALETTE = {"LeNet": "tab:blue", "max": "tab:blue", "LeNet_nopool": "tab:orange", "nopool": "tab:orange",
+            "avg": "tab:green", "lp3": "tab:red", "mixed": "tab:purple", "stochastic": "tab:brown", "soft": "tab:pink",
+            "lip": "tab:olive", "dpp": "tab:cyan", "max+gap": "tab:gray", "LeNet_BN": "tab:blue",
+            "LeNet_BN_strided": "tab:orange", "LeNet5_classic": "tab:green"}
+_SPARE = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666"]
+
+
+def model_colors(labels: list[str]) -> dict[str, str]:
+    colors, spare = {}, iter(_SPARE * 4)
+    for label in labels:
+        colors[label] = _PALETTE.get(label) or next(spare)
+    return colors
+
+
 def study_figures(summary: dict[str, Any], folder: str) -> list[str]:
     """Forest plot (mean and 95% CI per model), accuracy vs cost, learning curves (2+ epochs), shift robustness."""
     models = summary["models"]
     n_seeds = len(summary["seeds"])
     written = []
     ref = reference_label(summary)
+    color = model_colors(list(models))
 
     # forest plot: sorted, so the ranking reads top to bottom; the reference model is marked
     stats_ = {label: _ci95(m["acc_top1_runs"]) for label, m in models.items()}
     order = sorted(models, key=lambda label: stats_[label][0])
-    fig, ax = plt.subplots(figsize=(6.4, 0.45 * len(order) + 1.6))
+    fig, ax = plt.subplots(figsize=(5.6, 0.38 * len(order) + 1.3))
     for y, label in enumerate(order):
         mu, half = stats_[label]
-        color = "tab:red" if label == ref else "tab:blue"
-        ax.errorbar(100 * mu, y, xerr=100 * half, fmt="o", color=color, capsize=3)
+        ax.errorbar(100 * mu, y, xerr=100 * half, fmt="o", color=color[label], capsize=3)
         ax.scatter([100 * v for v in models[label]["acc_top1_runs"]], [y] * len(models[label]["acc_top1_runs"]),
                    s=9, color="gray", alpha=0.6, zorder=3)
-    ax.axvline(100 * stats_[ref][0], color="tab:red", lw=0.8, ls="--")
+    ax.axvline(100 * stats_[ref][0], color=color[ref], lw=0.8, ls="--")
     ax.set_yticks(range(len(order)), [f"{label} (reference)" if label == ref else label for label in order])
     ax.set(xlabel="test accuracy, top-1 (%)",
            title=f"{summary['study']}\nmean and 95% CI over {n_seeds} seed{'s' if n_seeds != 1 else ''}; grey dots: each run")
@@ -114,9 +127,10 @@ def study_figures(summary: dict[str, Any], folder: str) -> list[str]:
         for label, m in models.items():
             x = m[key] / (1e6 if key == "flops" else 1.0)
             mu, half = stats_[label]
-            ax.errorbar(x, 100 * mu, yerr=100 * half, fmt="o", capsize=3, color="tab:red" if label == ref else "tab:blue")
+            ax.errorbar(x, 100 * mu, yerr=100 * half, fmt="o", capsize=3, color=color[label])
             ax.annotate(label, (x, 100 * mu), textcoords="offset points", xytext=(5, 4), fontsize=8)
-        ax.set(xlabel=xlabel, ylabel="test accuracy, top-1 (%)")
+        ax.set(xlabel=xlabel + " (axis from 0)", ylabel="test accuracy, top-1 (%)")
+        ax.set_xlim(left=0, right=max(m[key] / (1e6 if key == "flops" else 1.0) for m in models.values()) * 1.25)
         ax.grid(alpha=0.3)
     fig.suptitle(f"accuracy vs cost (error bars: 95% CI over {n_seeds} seeds)", fontsize=10)
     written.append(_save(fig, folder, "acc_vs_cost.png"))
@@ -126,8 +140,8 @@ def study_figures(summary: dict[str, Any], folder: str) -> list[str]:
         fig, ax = plt.subplots(figsize=(6, 4))
         for label, c in curves.items():
             e, mu, sd = (np.asarray(c[k]) for k in ("epoch", "acc_top1_mean", "acc_top1_std"))
-            ax.plot(e, 100 * mu, marker="o", ms=3, label=label)
-            ax.fill_between(e, 100 * (mu - sd), 100 * (mu + sd), alpha=0.2)
+            ax.plot(e, 100 * mu, marker="o", ms=3, label=label, color=color[label])
+            ax.fill_between(e, 100 * (mu - sd), 100 * (mu + sd), alpha=0.2, color=color[label])
         ax.set(xlabel="epoch", ylabel="test accuracy, top-1 (%)",
                title=f"learning curves (band: ± std over {n_seeds} seeds)")
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
@@ -135,15 +149,38 @@ def study_figures(summary: dict[str, Any], folder: str) -> list[str]:
         ax.legend(fontsize=7)
         written.append(_save(fig, folder, "curves.png"))
 
+    fits = {label: m for label, m in models.items() if "fit" in m and "train_acc_top1_mean" in m.get("curve", {})}
+    if fits:  # train and test accuracy per epoch in one figure: where the test curve peaks, how far train runs ahead
+        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        for label, m in fits.items():
+            c, f = m["curve"], m["fit"]
+            ax.plot(c["epoch"], [100 * v for v in c["train_acc_top1_mean"]], ls="--", color=color[label],
+                    label=f"{label} train (running, training mode)")
+            ax.plot(c["epoch"], [100 * v for v in c["acc_top1_mean"]], marker="o", ms=3, color=color[label],
+                    label=f"{label} test")
+            ax.axvline(f["best_epoch"], color=color[label], lw=0.8, ls=":")
+            ax.annotate(f"best test {100 * f['best_acc_top1']:.2f}% at epoch {f['best_epoch']}",
+                        (f["best_epoch"], 100 * f["best_acc_top1"]), textcoords="offset points", xytext=(-10, -28),
+                        fontsize=8, ha="center")
+        ax.set(xlabel="epoch", ylabel="accuracy, top-1 (%)", title=f"train vs test (mean over {n_seeds} seeds)")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+        written.append(_save(fig, folder, "train_vs_test.png"))
+
     if not any(m["shift_acc"] for m in models.values()):  # Study.shifts: []
         return written
     fig, ax = plt.subplots(figsize=(6, 4))
     for label, m in models.items():
         ks = sorted(m["shift_acc"], key=int)
-        ax.plot([int(k) for k in ks], [100 * m["shift_acc"][k] for k in ks], marker="o", label=label)
+        sd = m.get("shift_acc_std", {})
+        ax.errorbar([int(k) for k in ks], [100 * m["shift_acc"][k] for k in ks],
+                    yerr=[100 * sd.get(k, 0.0) for k in ks] if sd else None, marker="o", ms=4, capsize=2,
+                    label=label, color=color[label])
         ax.set_xticks([int(k) for k in ks])
     ax.set(xlabel="shift (pixels; mean of 4 directions, zero fill)", ylabel="test accuracy, top-1 (%)",
-           title=f"translation robustness (mean over {n_seeds} seeds)")
+           title=f"translation robustness (mean{' ± std' if any('shift_acc_std' in m for m in models.values()) else ''}"
+                 f" over {n_seeds} seeds)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     written.append(_save(fig, folder, "shift.png"))
@@ -200,11 +237,51 @@ def study_markdown(summary: dict[str, Any], figures: list[str]) -> str:
         eq = f"p (TOST ±{100 * margin:.2g}, Holm)" if margin else "p (TOST, Holm)"
         lines += [markdown_table(["difference", "mean (pts)", "95% CI (pts)", "p (Welch)", "p (Holm)",
                                   "p (permutation)", "MDE (pts)", eq, "verdict"], rows), ""]
+    for label, m in models.items():
+        if "fit" in m:
+            f = m["fit"]
+            lines += [f"**{label}, train vs test:** best test accuracy {100 * f['best_acc_top1']:.2f}% at epoch "
+                      f"{f['best_epoch']} (per seed: {', '.join(map(str, f['best_epoch_per_seed']))}); after the last "
+                      f"epoch test {100 * f['final_acc_top1']:.2f}%, train {100 * f['final_train_acc_top1']:.2f}% "
+                      f"(running accuracy over the epoch's batches in training mode): a gap of "
+                      f"{100 * f['final_gap']:+.2f} points.", ""]
+    per_class = {label: m["per_class"] for label, m in models.items() if m.get("per_class")}
+    if len(per_class) == len(models):
+        names = list(next(iter(per_class.values())))
+        lines += ["## Per class (acc_top1 %, mean ± std over seeds)", ""]
+        rows = [[n] + [_pct(*per_class[label][n]) for label in models] for n in names]
+        lines += [markdown_table(["class", *models], rows), ""]
+        for c in summary["comparisons"]:
+            if "by_class" in c:
+                top = sorted(c["by_class"].items(), key=lambda kv: -abs(kv[1]))[:3]
+                lines.append(f"- {c['a']} − {c['b']} ({100 * c['diff']:+.2f} pts overall) comes most from: "
+                             + ", ".join(f"{n} {100 * d:+.1f}" for n, d in top) + " (pts of that class's accuracy)")
+        lines.append("")
     if summary.get("paper"):
         lines += ["## Published numbers (for comparison, not reproduced here)", ""]
         lines += [markdown_table(["model", "reported"], [[k, v] for k, v in summary["paper"].items()]), ""]
     lines += ["## Figures", ""] + [f"![{f}]({f})" for f in figures] + [""]
     return "\n".join(lines)
+
+
+def summary_csv(summary: dict[str, Any]) -> str:
+    """``summary.json`` as a table people load: one row per run (``kind=run``), then one per model (``kind=model``,
+    means and standard deviations over its seeds)."""
+    import csv
+    import io
+
+    shifts = sorted({k for m in summary["models"].values() for k in m["shift_acc"]}, key=int)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["kind", "label", "model", "seed", "runs", "params", "flops", "acc_top1", "acc_top1_std",
+                *[f"shift_{k}px_acc_top1" for k in shifts]])
+    for label, m in summary["models"].items():
+        for seed, acc in zip(m["seeds"], m["acc_top1_runs"], strict=True):
+            w.writerow(["run", label, m["model"], seed, 1, m["params"], m["flops"], f"{acc:.6f}", "", *[""] * len(shifts)])
+    for label, m in summary["models"].items():
+        w.writerow(["model", label, m["model"], "", m["runs"], m["params"], m["flops"], f"{m['acc_top1_mean']:.6f}",
+                    f"{m['acc_top1_std']:.6f}", *[f"{m['shift_acc'].get(k, float('nan')):.6f}" for k in shifts]])
+    return buf.getvalue()
 
 
 def write_study_report(summary: dict[str, Any], folder: str) -> None:
@@ -217,4 +294,136 @@ def write_study_report(summary: dict[str, Any], folder: str) -> None:
             os.remove(path)
     figures = study_figures(summary, folder)
     write_json(os.path.join(folder, "summary.json"), summary)
+    write_text(os.path.join(folder, "summary.csv"), summary_csv(summary))
     write_text(os.path.join(folder, "report.md"), study_markdown(summary, figures))
+
+
+# --------------------------------------------------------------------------- seeing why (paddle_lenet.analysis)
+def _write_png(fig: Any, out: str, dpi: int = 110) -> str:
+    from .files import atomic_write, makedirs
+
+    makedirs(os.path.dirname(os.path.abspath(out)))
+    fig.tight_layout()
+    atomic_write(out, lambda p: fig.savefig(p, dpi=dpi, format="png"))
+    plt.close(fig)
+    return out
+
+
+def confusion_png(result: dict[str, Any], out: str, title: str = "") -> str:
+    """The confusion matrix (row-normalised colours, counts written in) beside per-class accuracy bars."""
+    names = result["class_names"]
+    conf = np.asarray(result["confusion_matrix"], dtype=float)
+    rates = conf / np.maximum(conf.sum(1, keepdims=True), 1)
+    k = len(names)
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(6.2 + 0.35 * k, 0.45 * k + 1.6), gridspec_kw={"width_ratios": [3, 1.3]})
+    im = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    for i in range(k):
+        for j in range(k):
+            if conf[i, j]:
+                ax.text(j, i, f"{int(conf[i, j])}", ha="center", va="center", fontsize=7,
+                        color="white" if rates[i, j] > 0.5 else "black")
+    ax.set_xticks(range(k), names, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(k), names, fontsize=8)
+    ax.set(xlabel="predicted class", ylabel="true class")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03, label="share of the true class")
+    acc = [100 * result["per_class_accuracy"][n] for n in names]
+    bx.barh(range(k), acc, color="#4C72B0")
+    bx.set_yticks(range(k), names, fontsize=8)
+    bx.invert_yaxis()
+    bx.set(xlim=(max(0.0, min(acc) - 10), 100), xlabel="accuracy per class (%)")
+    for i, v in enumerate(acc):
+        bx.text(v, i, f" {v:.1f}", va="center", fontsize=7)
+    bx.grid(axis="x", alpha=0.3)
+    fig.suptitle(title or f"confusion matrix and per-class accuracy (overall {100 * result['accuracy']:.2f}%)",
+                 fontsize=10)
+    return _write_png(fig, out)
+
+
+def _show(ax: Any, img: np.ndarray) -> None:
+    if img.shape[0] == 1:
+        ax.imshow(img[0], cmap="gray", vmin=0.0, vmax=1.0)
+    else:
+        ax.imshow(np.transpose(img, (1, 2, 0)))
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def gallery_png(result: dict[str, Any], data: ArrayData, names: tuple[str, str], out: str, per_side: int = 8) -> str:
+    """Two rows of test images: right for A and wrong for B (in every seed), and the reverse; each titled with the
+    true label, the winner's probability of it and the loser's prediction."""
+    sides = [("a_only", names[0], names[1]), ("b_only", names[1], names[0])]
+    cols = max(1, min(per_side, max(len(result[s]) for s, _, _ in sides)))
+    fig, axes = plt.subplots(2, cols, figsize=(1.55 * cols + 1.2, 4.4), squeeze=False)
+    for r, (side, win, lose) in enumerate(sides):
+        items = result[side][:cols]
+        for c in range(cols):
+            ax = axes[r, c]
+            if c >= len(items):
+                ax.axis("off")
+                continue
+            it = items[c]
+            _show(ax, data.batch(it["index"]))
+            ax.set_title(f"{it['label']}\n{win} {it['winner_prob']:.2f}\n{lose}: {it['loser_pred']} {it['loser_prob']:.2f}",
+                         fontsize=6.5, pad=2)
+        count = result[f"{side}_count"]
+        axes[r, 0].set_ylabel(f"{win} right,\n{lose} wrong\n({count} images)", fontsize=8)
+        if not items:
+            axes[r, 0].axis("on")
+            axes[r, 0].set_xticks([])
+            axes[r, 0].set_yticks([])
+    seeds = result["seeds"]
+    fig.suptitle(f"where {names[0]} and {names[1]} disagree" + (f" in all {seeds} seeds" if seeds > 1 else ""),
+                 fontsize=10)
+    return _write_png(fig, out)
+
+
+def feature_maps_png(results: dict[str, dict[str, Any]], image: np.ndarray, out: str, channels: int = 6) -> str:
+    """One row per model stage: the first ``channels`` maps of the original image, and beside them the same maps for
+    the image shifted by the largest shift, with each stage's relative change. Models side by side as blocks."""
+    rows = [(model, stage) for model, r in results.items() for stage in r["stages"]]
+    fig, axes = plt.subplots(len(rows), 2 * channels + 1, figsize=(1.05 * (2 * channels + 1), 1.15 * len(rows) + 0.8),
+                             squeeze=False)
+    for r, (model, stage) in enumerate(rows):
+        res = results[model]
+        shift = max(res["relative_change"], key=int)
+        orig, moved = res["maps"]["original"][stage], res["maps"][f"shift_{shift}"][stage]
+        lo, hi = float(min(orig.min(), moved.min())), float(max(orig.max(), moved.max()))
+        for c in range(channels):
+            for half, arr in ((0, orig), (1, moved)):
+                ax = axes[r, half * (channels + 1) + c]
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if c < arr.shape[0]:
+                    im = ax.imshow(arr[c], cmap="viridis", vmin=lo, vmax=hi)
+                else:
+                    ax.axis("off")
+        fig.colorbar(im, ax=axes[r, -1], fraction=0.12, pad=0.04).ax.tick_params(labelsize=6)
+        mid = axes[r, channels]
+        mid.axis("off")
+        mid.text(0.5, 0.5, f"Δ {100 * res['relative_change'][shift][stage]:.0f}%", ha="center", va="center", fontsize=8)
+        h, w = orig.shape[1:]
+        axes[r, 0].set_ylabel(f"{model}\n{stage} {h}×{w}", fontsize=7)
+    shift = max(next(iter(results.values()))["relative_change"], key=int)
+    fig.suptitle(f"feature maps after each stage: the image (left) and shifted {shift} px right (right); "
+                 f"Δ = relative change of the whole stage output", fontsize=9)
+    return _write_png(fig, out, dpi=100)
+
+
+def saliency_png(results: dict[str, dict[str, Any]], image: np.ndarray, names: list[str], out: str) -> str:
+    """Per model: the image, the plain gradient and guided backpropagation of its predicted class (|value|, scaled
+    per map, with a colour bar)."""
+    fig, axes = plt.subplots(len(results), 3, figsize=(7.2, 2.4 * len(results) + 0.4), squeeze=False)
+    for r, (model, res) in enumerate(results.items()):
+        _show(axes[r, 0], image)
+        p = res["probs"][res["target"]]
+        axes[r, 0].set_ylabel(model, fontsize=8)
+        axes[r, 0].set_title(f"predicted {names[res['target']]} ({p:.2f})", fontsize=8)
+        for c, kind in ((1, "gradient"), (2, "guided")):
+            g = np.abs(res[kind]).max(0)
+            im = axes[r, c].imshow(g, cmap="inferno", vmin=0, vmax=float(g.max()) or 1.0)
+            axes[r, c].set_xticks([])
+            axes[r, c].set_yticks([])
+            axes[r, c].set_title("plain gradient" if kind == "gradient" else "guided backpropagation", fontsize=8)
+            fig.colorbar(im, ax=axes[r, c], fraction=0.046, pad=0.03)
+    fig.suptitle("what the network looks at: |d logit / d pixel|", fontsize=10)
+    return _write_png(fig, out)

@@ -22,6 +22,8 @@ import time
 from itertools import combinations
 from typing import Any
 
+import numpy as np
+
 from .config import apply_overrides, defaults, read_yaml, validate
 from .errors import ConfigError, RunFolderError
 from .runfolder import NEUTRAL
@@ -46,7 +48,7 @@ STUDY_NEUTRAL = NEUTRAL - {("Global", "epochs"), ("Global", "eval_every")}
 # A record travels between machines: where the data lies there is not part of what the run is (its content is:
 # the test set's fingerprint, checked where the data is at hand).
 RECORD_NEUTRAL = STUDY_NEUTRAL | {("Data", "root")}
-RECORD_FILES = ("config.yml", "metrics.json", "shift.json")
+RECORD_FILES = ("config.yml", "metrics.json", "shift.json", "classes.json")
 
 
 def records_dir(st: dict[str, Any]) -> str:
@@ -101,6 +103,10 @@ def record_state(st: dict[str, Any], job: dict[str, Any], shifts: list[int], dat
         return f"stale: its record has {diff[0]}={diff[1]!r}, the study asks {diff[2]!r}"
     metrics = read_json(os.path.join(folder, "metrics.json"), "run record")
     shift = read_json(os.path.join(folder, "shift.json"), "run record")
+    classes = read_json(os.path.join(folder, "classes.json"), "run record")
+    if not isinstance(classes.get("per_class_accuracy"), dict):
+        raise RunFolderError(f"the record {folder}/classes.json has no per_class_accuracy; restore it from git or "
+                             f"delete the record to re-run it")
     for key in ("acc_top1", "model", "dataset", "flops", "params"):
         if key not in metrics:
             raise RunFolderError(f"the record {folder}/metrics.json has no '{key}'; restore it from git or delete "
@@ -260,8 +266,9 @@ def job_state(job: dict[str, Any], shifts: list[int], st: dict[str, Any] | None 
         return (f"stale: it was trained with revision {recorded} of its network, which has since been corrected "
                 f"(now revision {arch_revision(job['cfg']['Arch'])})")
     spath = os.path.join(rf.dir, "shift.json")
-    if not os.path.exists(spath) or set(_read(spath)) != {str(k) for k in shifts}:
-        return "shift"  # trained; the shift test is missing or measured other shifts
+    if not os.path.exists(spath) or set(_read(spath)) != {str(k) for k in shifts} \
+            or not os.path.exists(os.path.join(rf.dir, "classes.json")):
+        return "shift"  # trained; the shift test or the per-class count is missing, or measured other shifts
     return "done"
 
 
@@ -276,7 +283,7 @@ def run_job(job: dict[str, Any], shifts: list[int]) -> dict[str, Any]:
     from .cli import quiet_paddle
 
     quiet_paddle()
-    from .engine import shift_accuracy, train
+    from .engine import measure_run, train
     from .files import write_json
 
     cfg = copy.deepcopy(job["cfg"])
@@ -290,7 +297,9 @@ def run_job(job: dict[str, Any], shifts: list[int]) -> dict[str, Any]:
         cfg["Global"]["resume"] = state == "partial"
         train(cfg, quiet=True, prefix=f"[{job['label']} seed {job['seed']}] ", progress=True)
     if state != "done":
-        write_json(os.path.join(folder, "shift.json"), shift_accuracy(cfg, shifts))
+        shift, classes = measure_run(cfg, shifts)
+        write_json(os.path.join(folder, "classes.json"), classes)
+        write_json(os.path.join(folder, "shift.json"), shift)  # last: its presence marks the run measured
     return _result(job, skipped=state == "done")
 
 
@@ -350,7 +359,8 @@ def _result(job: dict[str, Any], skipped: bool, st: dict[str, Any] | None = None
     if st is not None and not os.path.exists(os.path.join(folder, "metrics.json")):
         folder = record_path(st, job)  # finished on another machine (or in another output folder)
     return {"label": job["label"], "seed": job["seed"], "metrics": _read(os.path.join(folder, "metrics.json")),
-            "shift_acc": _read(os.path.join(folder, "shift.json")), "skipped": skipped}
+            "shift_acc": _read(os.path.join(folder, "shift.json")), "classes": _read(os.path.join(folder, "classes.json")),
+            "skipped": skipped}
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -493,11 +503,23 @@ def summarize(base: dict[str, Any], results: list[dict[str, Any]], wall: float,
                 entry[f"{key}_mean"], entry[f"{key}_std"] = mean, std
         entry["acc_top1_runs"] = [m["acc_top1"] for m in ms]
         entry["shift_acc"] = {k: mean_std([r["shift_acc"][k] for r in rs])[0] for k in rs[0]["shift_acc"]}
+        entry["shift_acc_std"] = {k: mean_std([r["shift_acc"][k] for r in rs])[1] for k in rs[0]["shift_acc"]}
+        names = rs[0]["classes"]["class_names"]
+        entry["per_class"] = {n: list(mean_std([r["classes"]["per_class_accuracy"][n] for r in rs])) for n in names}
         epochs = [h["epoch"] for h in ms[0].get("history", [])]
         curve = [[h["acc_top1"] for h in m.get("history", [])] for m in ms]
         if epochs and all(len(c) == len(epochs) for c in curve):
             entry["curve"] = {"epoch": epochs, "acc_top1_mean": [mean_std(col)[0] for col in zip(*curve, strict=True)],
                               "acc_top1_std": [mean_std(col)[1] for col in zip(*curve, strict=True)]}
+            train = [[h.get("train_acc_top1") for h in m.get("history", [])] for m in ms]
+            if all(v is not None for t in train for v in t):
+                tr = [mean_std(col)[0] for col in zip(*train, strict=True)]
+                te = entry["curve"]["acc_top1_mean"]
+                best = int(np.argmax(te))
+                entry["curve"]["train_acc_top1_mean"] = tr
+                entry["fit"] = {"best_epoch": epochs[best], "best_acc_top1": te[best], "final_acc_top1": te[-1],
+                                "final_train_acc_top1": tr[-1], "final_gap": tr[-1] - te[-1],
+                                "best_epoch_per_seed": [epochs[int(np.argmax(c))] for c in curve]}
         models[label] = entry
     comparisons = compare_models(models, st["compare"], st["alpha"], st["equivalence_margin"])
     recorded = [r["metrics"] for r in results]
@@ -550,6 +572,9 @@ def compare_models(models: dict[str, Any], pairs: list[list[str]], alpha: float,
         # 80% power at the family's strictest Holm threshold, alpha / m (Bonferroni): what the runs could have seen
         c["mde"] = mde(models[c["a"]]["acc_top1_runs"], models[c["b"]]["acc_top1_runs"], alpha / family)
         c["verdict"] = verdict(p, pe, margin, c["mde"], alpha)
+        pa, pb = models[c["a"]].get("per_class"), models[c["b"]].get("per_class")
+        if pa and pb:  # where the difference comes from: per-class accuracy differences (classes are equal-sized)
+            c["by_class"] = {n: pa[n][0] - pb[n][0] for n in pa}
     return comparisons
 
 

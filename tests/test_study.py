@@ -214,6 +214,7 @@ def test_a_run_of_an_older_operator_definition_is_stale(tmp_path) -> None:
     open(os.path.join(folder, "config.yml"), "w").write(dump(job["cfg"]))
     json.dump({"shift": 1}, open(os.path.join(folder, "shift.json"), "w"))
     json.dump({"0": 0.9, "1": 0.8, "2": 0.7, "3": 0.6, "4": 0.5}, open(os.path.join(folder, "shift.json"), "w"))
+    json.dump({"per_class_accuracy": {}}, open(os.path.join(folder, "classes.json"), "w"))
     json.dump({"acc_top1": 0.9}, open(os.path.join(folder, "metrics.json"), "w"))  # no revision: the first one
     assert job_state(job, [0, 1, 2, 3, 4]).startswith("stale: it was trained with revision 1")
     json.dump({"acc_top1": 0.9, "arch_revision": 2}, open(os.path.join(folder, "metrics.json"), "w"))
@@ -235,7 +236,7 @@ def test_records_travel_merge_and_report_on_a_fresh_machine(study, tmp_path) -> 
     for k in (0, 1):
         shutil.copytree(tmp_path / f"m{k}" / "pooling_vs_stride" / "records", merged, dirs_exist_ok=True)
     assert sorted(os.listdir(merged / "LeNet")) == ["seed_0", "seed_1"]
-    assert sorted(os.listdir(merged / "LeNet" / "seed_0")) == ["config.yml", "metrics.json", "shift.json"]
+    assert sorted(os.listdir(merged / "LeNet" / "seed_0")) == ["classes.json", "config.yml", "metrics.json", "shift.json"]
     fresh = ["-o", f"Global.output_dir={tmp_path / 'fresh'}", "-o", f"Study.records={merged}"]
     tool("study", *args, "-o", "Study.seeds=2", *fresh, "--report", check=True)
     whole = json.load(open(os.path.join(root, "summary.json")))

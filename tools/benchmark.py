@@ -22,7 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=positive_int, default=200, help="optimizer steps per timed block (may span epochs)")
     parser.add_argument("--warmup", type=nonnegative_int, default=30)
     parser.add_argument("--pairs", type=positive_int, default=5, help="timed blocks (alternating with the reference)")
-    parser.add_argument("--reference", choices=("torch",), help="also time an equivalent PyTorch eager loop")
+    parser.add_argument("--reference", choices=("torch", "torch-compile"),
+                        help="also time the same model in PyTorch, eager or torch.compile (inductor); alternating blocks")
     parser.add_argument("--torch-threads", type=positive_int, help="torch.set_num_threads (default: torch's own)")
     parser.add_argument("--json", action="store_true", help="print one JSON object on the last line")
     parser.add_argument("--all", action="store_true",
@@ -32,11 +33,13 @@ def main(argv: list[str] | None = None) -> int:
     from paddle_lenet.config import load_config
 
     cfg = load_config(args.config, args.override)
-    notebook_model = cfg["Arch"]["name"] in ("LeNet", "LeNet_nopool") and cfg["Arch"]["pool"] in (None, "max") \
-        and cfg["Arch"]["head"] in (None, "fc")
-    if args.reference == "torch" and not notebook_model:
-        raise UserError("--reference torch has the notebook's LeNet and LeNet_nopool only (max pooling, FC head)")
-    if args.reference == "torch":
+    from paddle_lenet.bench import TORCH_MODELS
+
+    has_twin = cfg["Arch"]["name"] in TORCH_MODELS and cfg["Arch"]["pool"] is None and cfg["Arch"]["head"] in (None, "fc")
+    if args.reference and not has_twin and not args.all:
+        raise UserError(f"--reference {args.reference} has twins of {', '.join(TORCH_MODELS)} only (their own pooling "
+                        f"and head); drop Arch.pool / Arch.head")
+    if args.reference:
         try:
             import torch  # noqa: F401
         except ImportError:

@@ -24,6 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-c", "--config", help="count only this config's model (a YAML config or a run folder)")
     parser.add_argument("-o", "--override", action="append", default=[], metavar="Section.key=value")
     parser.add_argument("--json", action="store_true", help="print {model: {params, trainable, buffers, flops}} as JSON")
+    parser.add_argument("--layers", action="store_true",
+                        help="with -c: each layer's output shape, parameters and FLOPs (why 28 → 14 → 5, where the "
+                             "parameters are)")
     args = parser.parse_args(argv)
     from paddle_lenet.config import load_config
     from paddle_lenet.engine import Experiment
@@ -37,6 +40,24 @@ def main(argv: list[str] | None = None) -> int:
         nets = [(cfg["Arch"]["name"], Experiment(cfg, load_train=False, load_test=False).net)]
     else:
         nets = [(name, create_model(name)) for name in list_models()]
+    if args.layers:
+        from paddle_lenet.analysis import layer_table
+        from paddle_lenet.errors import ConfigError
+
+        if not args.config:
+            raise ConfigError("--layers needs -c CONFIG (or a run folder): the table is of one model")
+        name, net = nets[0]
+        table = layer_table(net, get_entry(name).input_shape)
+        if args.json:
+            print(json.dumps({"model": name, "layers": table, "params": count_params(net),
+                              "flops": count_flops(net, get_entry(name).input_shape)}))
+            return 0
+        print(f"{name}, input {'x'.join(map(str, get_entry(name).input_shape))}")
+        print(f"{'layer':<22} {'type':<16} {'output':<14} {'params':>9} {'FLOPs':>12}")
+        for r in table:
+            print(f"{r['layer']:<22} {r['type']:<16} {'x'.join(map(str, r['output'])):<14} {r['params']:>9,} {r['flops']:>12,}")
+        print(f"{'total':<53} {count_params(net):>9,} {count_flops(net, get_entry(name).input_shape):>12,}")
+        return 0
     rows = []
     for name, net in nets:
         trainable, buffers = count_trainable(net)
