@@ -105,14 +105,27 @@ def int_at_least(lo: int) -> Callable[[str], int]:
     return parse
 
 
+def int_between(lo: int, hi: int) -> Callable[[str], int]:
+    """argparse type: an integer in [lo, hi], or argparse's one-line error naming the value and the range."""
+    at_least = int_at_least(lo)
+
+    def parse(text: str) -> int:
+        v = at_least(text)
+        if v > hi:
+            raise argparse.ArgumentTypeError(f"expected an integer from {lo} to {hi}, got {v}")
+        return v
+
+    return parse
+
+
 positive_int = int_at_least(1)
 nonnegative_int = int_at_least(0)
 
 
-def config_parser(description: str) -> argparse.ArgumentParser:
+def config_parser(description: str, example: str = "configs/lenet.yml") -> argparse.ArgumentParser:
     """PaddleClas-style ``-c CONFIG -o Section.key=value`` parser that tools extend."""
     parser = ArgParser(description=description)
-    parser.add_argument("-c", "--config", required=True, help="YAML config file, e.g. configs/lenet.yml")
+    parser.add_argument("-c", "--config", required=True, help=f"YAML config file, e.g. {example}")
     parser.add_argument(
         "-o", "--override", action="append", default=[], metavar="Section.key=value",
         help="override a config value (repeatable); values are parsed as YAML scalars or lists",

@@ -233,6 +233,11 @@ class Experiment:
         return fingerprint(self.test_data)
 
 
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
 # --------------------------------------------------------------------------- callbacks
 class _Interrupt(Exception):
     def __init__(self, signame: str) -> None:
@@ -271,9 +276,11 @@ class StepCallback(paddle.callbacks.Callback):
         pe = r.cfg["Global"]["print_every"]
         if pe and r.step_in_epoch % pe == 0 and r.progress:
             rate = r.images_this_epoch() / max(time.time() - r.epoch_t0, 1e-9)
+            left = (r.steps_per_epoch * (r.epochs - r.epoch) - r.step_in_epoch) * r.cfg["Data"]["batch_size"]
+            eta = left * r.exp.world_size / max(rate, 1e-9) if rate else 0.0
             print(f"epoch {r.epoch + 1}/{r.epochs} step {r.step_in_epoch}/{r.steps_per_epoch} | epoch so far: "
                   f"loss {r.loss_sum / r.loss_n:.4f} acc_top{r.topk[0]} {float(logs[f'acc_top{r.topk[0]}']):.4f} | "
-                  f"{rate:,.0f} img/s", flush=True)
+                  f"{rate:,.0f} img/s | training left ~{_duration(eta)}", flush=True)
         if r.stop_signal:
             raise _Interrupt(r.stop_signal)
 
@@ -355,19 +362,34 @@ def _handle_signals(run: Run) -> dict[int, Any]:
     return old
 
 
+# short data set names for the dashboard, whose run list cuts names after ~20 characters
+_DATA_TAG = {"MNIST": "MNIST", "MNIST5k": "M5k", "FashionMNIST": "FMNIST", "Cifar10": "C10", "Cifar100": "C100"}
+# VisualDL's HParams table shows nothing for names with dots: its keys, and the config key each stands for
+HPARAM_KEYS = {"model": "Arch.name", "pool": "Arch.pool", "pool_p": "Arch.pool_p", "head": "Arch.head",
+               "optimizer": "Optimizer.name", "lr": "Optimizer.learning_rate", "weight_decay": "Optimizer.weight_decay",
+               "seed": "Global.seed", "epochs": "Global.epochs", "data": "Data.name", "batch": "Data.batch_size"}
+
+
 def _open_writer(run: Run) -> Any:
-    """VisualDL writer named as the run reads (``lenet``, ``pooling_zoo/max/seed_0``), with its HParams."""
+    """VisualDL writer named so runs can be told apart in the dashboard's short run list: ``<name>·<data>`` for a
+    run, ``<label>·<data>·s<seed>`` for a study's; HParams under dot-free names (:data:`HPARAM_KEYS`)."""
     from visualdl import LogWriter
 
     cfg = run.cfg
     parts = os.path.normpath(run.dir).split(os.sep)
-    # a study run is <output>/<study>/runs/<label>/seed_<s>: name it <study>/<label>/seed_<s>
-    name = "/".join([parts[-4], parts[-2], parts[-1]]) if len(parts) >= 4 and parts[-3] == "runs" else parts[-1]
+    data = _DATA_TAG.get(cfg["Data"]["name"], cfg["Data"]["name"])
+    # a study run is <output>/<study>/runs/<label>/seed_<s>
+    study = len(parts) >= 4 and parts[-3] == "runs"
+    name = f"{parts[-2]}·{data}·s{cfg['Global']['seed']}" if study else f"{parts[-1]}·{data}"
     writer = LogWriter(logdir=run.folder.vdl_dir, display_name=name)
-    hparams = {f"{s}.{k}": v for s in ("Arch", "Optimizer") for k, v in cfg[s].items()
-               if isinstance(v, (int, float, str)) and not isinstance(v, bool)}
-    hparams.update({"Global.seed": cfg["Global"]["seed"], "Global.epochs": cfg["Global"]["epochs"],
-                    "Data.name": cfg["Data"]["name"], "Data.batch_size": cfg["Data"]["batch_size"]})
+    hparams = {}
+    for short, key in HPARAM_KEYS.items():
+        section, k = key.split(".")
+        v = cfg[section][k]
+        if v is None:
+            v = "default"
+        if isinstance(v, (int, float, str)) and not isinstance(v, bool):
+            hparams[short] = v
     writer.add_hparams(hparams, ["eval/loss"] + [f"eval/acc_top{k}" for k in cfg["Metric"]["topk"]])
     return writer
 
@@ -514,6 +536,9 @@ def _train(cfg: dict[str, Any], exp: Experiment, folder: RunFolder, resume_state
     if run.is_main and not quiet:
         import json
 
+        print(f"run written to {run.dir}; next: python tools/eval.py -c {run.dir} --plots {run.dir}/plots | "
+              f"python tools/export.py -c {run.dir} --out export/{os.path.basename(run.dir)} | "
+              f"python tools/dashboard.py --logdir {os.path.dirname(run.dir) or '.'}", flush=True)
         print(json.dumps({k: metrics[k] for k in ("model", "loss", "acc_top1", "acc_top2", "train_seconds")
                           if k in metrics}), flush=True)
     return metrics

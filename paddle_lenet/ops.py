@@ -19,6 +19,7 @@ import logging
 import os
 import platform
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +73,8 @@ def _load() -> Any:
     root.mkdir(parents=True, exist_ok=True)
     fresh = not (root / name / f"{name}.so").exists()
     if fresh:
-        print("paddle_lenet: compiling the fast CPU kernels (once per machine, ~20 s) ...", file=sys.stderr, flush=True)
+        print("paddle_lenet: compiling the fast CPU kernels (once per Python environment, ~20 s) ...", file=sys.stderr,
+              flush=True)
     # one builder at a time: study workers may all start here on a fresh machine
     with open(root / f"{name}.lock", "w") as lock:
         with contextlib.suppress(ImportError):  # no fcntl on Windows: no lock
@@ -96,9 +98,13 @@ def _load() -> Any:
                     lines = [x for x in captured().splitlines() if "error" in x.lower()]
                     raise RuntimeError(f"{str(e).splitlines()[0][:120]}{' | ' + lines[0][:160] if lines else ''}") from None
 
+        t0 = time.time()
         try:
             try:
-                return build()
+                module = build()
+                if fresh:
+                    print(f"paddle_lenet: kernels ready ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
+                return module
             except Exception:
                 if fresh:
                     raise

@@ -94,9 +94,12 @@ def predict_files(model_dir: str, files: list[str], topk: int = 3, invert: bool 
     probs = np.exp(z) / np.exp(z).sum(1, keepdims=True)
     names = meta.get("class_names")
     out = []
-    for f, p in zip(good, probs, strict=True):
+    for f, p, arr in zip(good, probs, arrays, strict=True):
         order = np.argsort(-p)[: max(1, topk)]
-        out.append({"file": f, "top1": int(order[0]), "label": names[order[0]] if names else str(order[0]),
+        hint = {}
+        if not invert and meta["color"] == "L" and float(arr.mean()) > 0.5:
+            hint = {"hint": "a mostly light image; the model learnt light strokes on black: try --invert"}
+        out.append({**hint, "file": f, "top1": int(order[0]), "label": names[order[0]] if names else str(order[0]),
                     "topk": [{"class": int(k), "label": names[k] if names else str(k), "prob": float(p[k])} for k in order],
                     "probs": [round(float(v), 6) for v in p]})
     return out

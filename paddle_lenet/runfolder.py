@@ -127,6 +127,12 @@ class RunFolder:
             raise RunFolderError(f"Global.output_dir '{out}' is a file; choose a folder")
         holds = os.path.isdir(self.dir) and self.holds_run()
         if holds and not (g["resume"] or g["overwrite"]):
+            saved = self.saved_config()
+            diff = config_difference(saved, self.cfg) if saved is not None else None
+            if diff:  # another experiment: resuming it would be refused, so do not suggest it
+                raise RunFolderError(
+                    f"run folder '{self.dir}' already holds a run with {diff[0]}={diff[1]!r} (you asked for "
+                    f"{diff[2]!r}); pass -o Global.overwrite=true to replace it, or choose another -o Global.name")
             raise RunFolderError(
                 f"run folder '{self.dir}' already holds a run; pass -o Global.resume=true to continue it, "
                 f"-o Global.overwrite=true to replace it, or choose another -o Global.name")

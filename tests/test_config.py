@@ -67,10 +67,10 @@ def test_bad_files(tmp_path) -> None:
 
 
 def test_readme_config_table_is_the_schema() -> None:
-    """The README's table of keys, defaults and valid values is generated from the schema: keep them equal."""
+    """docs/configuration.md's table of keys, defaults and valid values is generated from the schema: keep them equal."""
     import os
 
     from paddle_lenet.config import reference_table
 
-    readme = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")).read()
+    readme = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "configuration.md")).read()
     assert reference_table() in readme

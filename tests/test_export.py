@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import numpy as np
 import paddle
@@ -108,3 +109,43 @@ def test_predict_bad_input(exported: str, tmp_path) -> None:
     Image.new("RGB", (32, 32)).save(img)
     p = tool("predict", "--model-dir", str(broken), str(img))
     assert p.returncode == 2 and "does not accept" in p.stderr and "Traceback" not in p.stderr, p.stderr[-1500:]
+
+
+def test_predict_decodes_images_as_a_viewer_shows_them(exported: str, tmp_path) -> None:
+    """EXIF rotation applied, 16-bit PNG and float TIFF scaled to their full range, a FIFO refused at once, a
+    tampered meta.json and a training run folder named in one line."""
+    data = load_split("MNIST", MNIST5K, "test")
+    digit = (data.images[3, 0] * 255).round().astype("uint8")
+    Image.fromarray(digit, mode="L").save(tmp_path / "ref.png")
+    deep = Image.fromarray(digit.astype("<u2") * 257)  # 16-bit grayscale, 0–65535
+    assert deep.mode.startswith("I;16")
+    deep.save(tmp_path / "deep.png")
+    Image.fromarray(digit.astype("float32") / 255).save(tmp_path / "float.tiff")  # mode F, 0–1
+    rotated = Image.fromarray(digit, mode="L").rotate(90, expand=True)  # stored sideways, EXIF says "turn back"
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    rotated.convert("RGB").save(tmp_path / "phone.jpg", exif=exif, quality=100)
+    p = tool("predict", "--model-dir", exported, "--json", *(str(tmp_path / f) for f in
+             ("ref.png", "deep.png", "float.tiff", "phone.jpg")), check=True)
+    ref, deep, flt, phone = [json.loads(line) for line in p.stdout.strip().splitlines()]
+    np.testing.assert_allclose(deep["probs"], ref["probs"], atol=2e-3)
+    np.testing.assert_allclose(flt["probs"], ref["probs"], atol=2e-3)
+    assert phone["top1"] == ref["top1"]
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    p = tool("predict", "--model-dir", exported, str(fifo), timeout=60)
+    assert p.returncode == 2 and "not a regular file" in p.stderr
+    bad = tmp_path / "bad"
+    shutil.copytree(exported, bad)
+    meta = json.load(open(bad / "meta.json"))
+    for field, value in (("input_shape", [28, 28]), ("class_names", ["a"]), ("scale", "1/255")):
+        json.dump({**meta, field: value}, open(bad / "meta.json", "w"))
+        p = tool("predict", "--model-dir", str(bad), str(tmp_path / "ref.png"))
+        assert p.returncode == 2 and "meta.json" in p.stderr and len(p.stderr.strip().splitlines()) == 1, field
+    json.dump(meta, open(bad / "meta.json", "w"))
+    (bad / "model.pdiparams").write_bytes((bad / "model.pdiparams").read_bytes()[:100])
+    p = tool("predict", "--model-dir", str(bad), str(tmp_path / "ref.png"))
+    assert p.returncode == 2 and "damaged" in p.stderr and "Traceback" not in p.stderr
+    white = tmp_path / "drawing.png"
+    Image.fromarray(255 - digit, mode="L").save(white)
+    assert "try --invert" in tool("predict", "--model-dir", exported, str(white), check=True).stdout

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 
 import numpy as np
@@ -264,13 +265,14 @@ def test_dashboard_serves_every_locale_with_the_logged_values(run2) -> None:
         for lang in (None, "de-DE,de;q=0.9", "zh-CN", "fr"):
             assert get("/scalar", lang)[0] == 200
         status, body = get("/api/runs")
-        assert status == 200 and json.loads(body)["data"] == ["r"]  # the run's name, not r/vdl
-        status, body = get("/api/scalar/list?run=r&tag=eval/acc_top1")
+        assert status == 200 and json.loads(body)["data"] == ["r·M5k"]  # the run's name and data set, not r/vdl
+        status, body = get("/api/scalar/list?run=" + urllib.parse.quote("r·M5k") + "&tag=eval/acc_top1")
         got = [round(v, 6) for _, _, v in json.loads(body)["data"]]
         assert got == [round(h["acc_top1"], 6) for h in metrics(run2, "r")["history"]]
         status, body = get("/api/hparams/list")
         hp = json.loads(body)["data"][0]["hparams"]
-        assert status == 200 and hp["Arch.name"] == "LeNet" and hp["Global.seed"] == 0
+        assert status == 200 and hp["model"] == "LeNet" and hp["seed"] == 0 and hp["lr"] == 0.001  # names without dots
+        assert not [k for k in hp if "." in k]  # VisualDL's table shows nothing for dotted names
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)

@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(r))
         else:
             best = ", ".join(f"{t['label']} {t['prob']:.3f}" for t in r["topk"])
-            print(f"{r['file']}: {best}")
+            print(f"{r['file']}: {best}" + (f"  ({r['hint']})" if "hint" in r else ""))
     return 2 if errors else 0
 
 

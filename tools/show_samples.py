@@ -10,18 +10,21 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from paddle_lenet.cli import config_parser, positive_int, run  # noqa: E402
+from paddle_lenet.cli import config_parser, int_between, run  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = config_parser("Write a grid of dataset samples with labels as PNG.")
     parser.add_argument("--out", default="samples.png", help="output PNG path")
     parser.add_argument("--split", choices=("train", "test"), default="train")
-    parser.add_argument("--n", type=positive_int, default=16, help="number of images (the first N of the split)")
+    parser.add_argument("--n", type=int_between(1, 400), default=16,
+                        help="number of images, 1-400 (the first N of the split; a grid of more is unreadable)")
     args = parser.parse_args(argv)
     from paddle_lenet.config import load_config
+    from paddle_lenet.runfolder import resolve_run_config
 
-    cfg = load_config(args.config, args.override)
+    cfg = resolve_run_config(args.config, args.override)[0] if os.path.isdir(args.config) \
+        else load_config(args.config, args.override)
     from paddle_lenet.data import load_split
     from paddle_lenet.report import sample_grid
 

@@ -16,7 +16,7 @@ from paddle_lenet.cli import config_parser, run  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = config_parser("Train models × seeds and report statistics.")
+    parser = config_parser("Train models × seeds and report statistics.", example="configs/study/pooling_vs_stride.yml")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--shard", metavar="K/N", help="train only slice K of N (K from 0), no report")
     group.add_argument("--report", action="store_true", help="no training: report the runs that have finished")

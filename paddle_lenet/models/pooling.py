@@ -45,14 +45,18 @@ class LpPool(nn.Layer):
         self.p, self.k = float(p), kernel_size
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        a = windows(x, self.k).abs()
-        m = a.max(axis=[3, 5], keepdim=True).detach()
-        r = a / paddle.where(m > 0, m, paddle.ones_like(m))
-        # r^p as exp(p·log r) (Paddle's CPU pow is ~5× slower); the window sum lies in [1, k²] where m > 0
-        s = paddle.exp(self.p * paddle.log(paddle.clip(r, min=1e-30))).sum(axis=[3, 5], keepdim=True)
+        k = self.k
+        c, ho, wo = x.shape[1], x.shape[2] // k, x.shape[3] // k
+        a = x[:, :, : ho * k, : wo * k].abs()
+        m = F.max_pool2d(a, k, k).detach()
+        safe = paddle.where(m > 0, m, paddle.ones_like(m))
+        # each window's maximum on each of its pixels (expand, not an upsampling op: exported graphs stay standard)
+        per_pixel = safe.reshape([-1, c, ho, 1, wo, 1]).expand([-1, c, ho, k, wo, k]).reshape([-1, c, ho * k, wo * k])
+        # r^p as exp(p·log r) (Paddle's CPU pow is ~5× slower); the window sum as k²·avg_pool, in [1, k²] where m > 0
+        r = paddle.clip(a / per_pixel, min=1e-30)
+        s = F.avg_pool2d(paddle.exp(self.p * paddle.log(r)), k, k) * float(k * k)
         s = paddle.where(m > 0, s, paddle.ones_like(s))
-        out = paddle.where(m > 0, m * paddle.exp(paddle.log(s) / self.p), paddle.zeros_like(m))
-        return out.squeeze([3, 5])
+        return paddle.where(m > 0, m * paddle.exp(paddle.log(s) / self.p), paddle.zeros_like(m))
 
 
 class MixedPool(nn.Layer):
