@@ -107,6 +107,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
                    help="LeNet family: pooling operator (default max, as in the notebook)"),
         "pool_p": _k(None, float, int, nullable=True, lo=0, hi=64, lo_open=True, help="p of power-average (lp) pooling"),
         "head": _k(None, str, nullable=True, choices=("fc", "gap"), help="LeNet family: FC stack or global-average-pooling head"),
+        "mixed_test": _k(None, str, nullable=True, choices=("expectation", "max", "avg"),
+                         help="LeNet with Arch.pool=mixed: the inference rule (default expectation, 0.5·max + 0.5·avg; "
+                              "public implementations' rule gives max or avg)"),
         "dropout": _k(None, bool, nullable=True, help="All-CNN family: the paper's dropout (default on)"),
     },
     "Data": {
@@ -269,6 +272,9 @@ def _check_relations(cfg: dict[str, Any]) -> None:
     if big:
         raise ConfigError(f"Study.shifts: a shift of {big[0]} px moves a {size}×{size} image out of view; "
                           f"use shifts below {size}")
+    if a["mixed_test"] is not None and a["pool"] != "mixed":
+        raise ConfigError(f"Arch.mixed_test is mixed pooling's inference rule, but Arch.pool={a['pool']!r}; "
+                          f"set -o Arch.pool=mixed or leave Arch.mixed_test null")
     if a["pool_p"] is not None and a["pool"] != "lp":
         raise ConfigError(f"Arch.pool_p is the p of lp pooling, but Arch.pool={a['pool']!r}; "
                           f"set -o Arch.pool=lp or leave Arch.pool_p null")

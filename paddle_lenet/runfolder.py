@@ -39,10 +39,11 @@ def config_difference(saved: dict[str, Any], cfg: dict[str, Any], ignore: set[tu
 
 
 # What shapes a checkpoint's weights: a checkpoint whose record differs in one of these is another run's.
-WEIGHT_KEYS = ({("Arch", k) for k in SCHEMA["Arch"]} | {("Optimizer", k) for k in SCHEMA["Optimizer"]}
+# (mixed pooling's inference rule does not touch training: the same weights may be scored under another rule)
+WEIGHT_KEYS = ({("Arch", k) for k in SCHEMA["Arch"] if k != "mixed_test"} | {("Optimizer", k) for k in SCHEMA["Optimizer"]}
                | {("Data", k) for k in ("name", "batch_size", "shuffle", "train_limit")} | {("Global", "seed")})
 # ... and what else a resumed run must share with its first part: the same arithmetic and history rules
-RESUME_KEYS = WEIGHT_KEYS | {("Global", k) for k in ("threads", "device", "fast", "eval_every")}
+RESUME_KEYS = WEIGHT_KEYS | {("Global", k) for k in ("threads", "device", "fast", "eval_every")} | {("Arch", "mixed_test")}
 
 
 def identity(cfg: dict[str, Any], arch_revision: int, arithmetic: dict[str, Any]) -> dict[str, Any]:

@@ -143,7 +143,7 @@ CASES: list[tuple[str, list[str], int, str]] = [
     ("bench_steps0", ["benchmark", "-c", LENET, "--steps", "0"], 2, "--steps"),
     ("bench_pairs_text", ["benchmark", "-c", LENET, "--pairs", "x"], 2, "--pairs"),
     ("bench_torch_other_model", ["benchmark", "-c", LENET, "-o", "Data.name=MNIST5k", "-o", "Arch.pool=avg",
-                                 "--reference", "torch"], 2, "LeNet_nopool only"),
+                                 "--reference", "torch"], 2, "drop Arch.pool / Arch.head"),
     ("count_params_bad_cfg", ["count_params", "-c", LENET, "-o", "Arch.pool=median"], 2, "Arch.pool"),
     ("count_params_flag", ["count_params", "--jsn"], 2, "unrecognized arguments"),
     ("samples_n0", ["show_samples", "-c", LENET, "-o", "Data.name=MNIST5k", "--n", "0", "--out", "{w}/s.png"], 2, "--n"),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import paddle
 import pytest
@@ -157,3 +159,25 @@ def test_every_option_trains(tmp_path, option: str) -> None:
                                                    f"Global.output_dir={tmp_path}", "Global.print_every=0"])
     m = train(cfg, quiet=True)
     assert m["acc_top1"] >= 0.7, (option, m["acc_top1"])
+
+
+def test_mixed_pooling_test_rules() -> None:
+    """Arch.mixed_test: the package's expectation rule, or the public implementations' pure max / pure average."""
+    import paddle.nn.functional as F
+
+    from paddle_lenet.errors import ConfigError
+    from paddle_lenet.runfolder import WEIGHT_KEYS
+
+    x = paddle.randn([2, 3, 8, 8])
+    rules = {r: MixedPool(test=r) for r in ("expectation", "max", "avg")}
+    for layer in rules.values():
+        layer.eval()
+    mx, avg = F.max_pool2d(x, 2, 2), F.avg_pool2d(x, 2, 2)
+    np.testing.assert_allclose(rules["max"](x).numpy(), mx.numpy())
+    np.testing.assert_allclose(rules["avg"](x).numpy(), avg.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(rules["expectation"](x).numpy(), (0.5 * mx + 0.5 * avg).numpy(), rtol=1e-6)
+    lenet = os.path.join(ROOT, "configs", "lenet.yml")
+    assert load_config(lenet, ["Arch.pool=mixed", "Arch.mixed_test=max"])["Arch"]["mixed_test"] == "max"
+    with pytest.raises(ConfigError, match="Arch.mixed_test is mixed pooling's inference rule"):
+        load_config(lenet, ["Arch.mixed_test=max"])
+    assert ("Arch", "mixed_test") not in WEIGHT_KEYS  # the same weights may be scored under another rule

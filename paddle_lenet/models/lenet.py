@@ -37,12 +37,12 @@ class LeNet(nn.Layer):
     """
 
     def __init__(self, num_classes: int = 10, pool: str = "max", pool_p: float = 3.0,
-                 head: str = "fc") -> None:
+                 head: str = "fc", mixed_test: str = "expectation") -> None:
         super().__init__()
         self.conv1 = nn.Conv2D(in_channels=1, out_channels=6, kernel_size=5, stride=1, padding=2)
-        self.pool1 = make_pool(pool, 6, pool_p)
+        self.pool1 = make_pool(pool, 6, pool_p, mixed_test=mixed_test)
         self.conv2 = nn.Conv2D(in_channels=6, out_channels=16, kernel_size=5, stride=1)
-        self.pool2 = make_pool(pool, 16, pool_p)
+        self.pool2 = make_pool(pool, 16, pool_p, mixed_test=mixed_test)
         self.head_kind = head
         if head == "gap":
             self.head = _gap_head(16, num_classes)
@@ -163,8 +163,9 @@ class LeNetBN(nn.Layer):
 
 
 @register_model(source="000", name="LeNet")
-def lenet(num_classes: int = 10, pool: str = "max", pool_p: float = 3.0, head: str = "fc") -> LeNet:
-    return LeNet(num_classes, pool, pool_p, head)
+def lenet(num_classes: int = 10, pool: str = "max", pool_p: float = 3.0, head: str = "fc",
+          mixed_test: str = "expectation") -> LeNet:
+    return LeNet(num_classes, pool, pool_p, head, mixed_test)
 
 
 @register_model(source="000", name="LeNet_nopool")

@@ -62,16 +62,21 @@ class LpPool(nn.Layer):
 class MixedPool(nn.Layer):
     """Mixed pooling (Yu et al. 2014): each window randomly max or average during training.
 
-    At inference the fixed rule is the training-time expectation, 0.5·max + 0.5·avg — the package's own rule
-    (the paper's text was not at hand; the per-window choice of λ ∈ {0, 1} is the paper's). Public
-    implementations use whichever of max and average the training drew more often; with fair per-window draws
-    that is pure max or pure average. ``docs/results/pooling_zoo_fashion10/mixed_test_rule.py`` measured the
-    three rules on the same weights: up to 4 points apart.
+    At inference the default rule (``test="expectation"``) is the training-time expectation, 0.5·max + 0.5·avg —
+    the package's own rule (the paper's text was not at hand; the per-window choice of λ ∈ {0, 1} is the paper's).
+    Public implementations use whichever of max and average the training drew more often; with fair per-window
+    draws that is pure max or pure average: ``test="max"`` or ``"avg"`` (``Arch.mixed_test``).
+    ``docs/results/pooling_zoo_fashion10/mixed_test_rule.py`` measured the three rules on the same weights: up to
+    4 points apart.
     """
 
-    def __init__(self, kernel_size: int = 2) -> None:
+    RULES = ("expectation", "max", "avg")
+
+    def __init__(self, kernel_size: int = 2, test: str = "expectation") -> None:
         super().__init__()
-        self.k = kernel_size
+        if test not in self.RULES:
+            raise ValueError(f"unknown mixed pooling test rule '{test}'; choose one of {', '.join(self.RULES)}")
+        self.k, self.test = kernel_size, test
         self.max_pool = nn.MaxPool2D(kernel_size, kernel_size)
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
@@ -80,6 +85,10 @@ class MixedPool(nn.Layer):
         if self.training:
             lam = (paddle.rand(mx.shape) < 0.5).astype(x.dtype)
             return lam * mx + (1 - lam) * avg
+        if self.test == "max":
+            return mx
+        if self.test == "avg":
+            return avg
         return 0.5 * mx + 0.5 * avg
 
 
@@ -239,8 +248,8 @@ REVISIONS = {"lip": 2, "dpp": 2, "stochastic": 2, "lp": 2}
 
 
 
-def make_pool(kind: str, channels: int, p: float = 3.0, kernel_size: int = 2) -> nn.Layer:
-    """The pooling layer named by ``Arch.pool``."""
+def make_pool(kind: str, channels: int, p: float = 3.0, kernel_size: int = 2, mixed_test: str = "expectation") -> nn.Layer:
+    """The pooling layer named by ``Arch.pool`` (``mixed_test``: mixed pooling's inference rule)."""
     if kind == "max":
         return nn.MaxPool2D(kernel_size, kernel_size)
     if kind == "avg":
@@ -248,7 +257,7 @@ def make_pool(kind: str, channels: int, p: float = 3.0, kernel_size: int = 2) ->
     if kind == "lp":
         return LpPool(p, kernel_size)
     if kind == "mixed":
-        return MixedPool(kernel_size)
+        return MixedPool(kernel_size, mixed_test)
     if kind == "stochastic":
         return StochasticPool(kernel_size)
     if kind == "soft":
