@@ -43,8 +43,19 @@ def make_app(logdir: str, host: str = "127.0.0.1", port: int = 8040, language: s
 def serve(logdir: str, host: str, port: int, language: str | None = None) -> None:
     import signal
 
+    import socket
+
     from werkzeug.serving import make_server
 
+    # werkzeug only prints "port in use" and exits, which VisualDL's reader threads then keep from happening:
+    # try the address first, before anything starts
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as e:
+            raise UserError(f"cannot listen on {host}:{port} ({e.strerror}); pass another --port") from None
     app = make_app(logdir, host, port, language)
     import logging
 

@@ -46,6 +46,24 @@ def select_device(choice: str) -> str:
     return device
 
 
+def check_launcher_env() -> None:
+    """Refuse rank variables without the launcher: a stray PADDLE_TRAINER_ID=1 would make this process a
+    non-writing rank of a job that does not exist (a run that trains and records nothing)."""
+    rank, n = os.environ.get("PADDLE_TRAINER_ID"), os.environ.get("PADDLE_TRAINERS_NUM")
+    if rank is None and n is None:
+        return
+    try:
+        r, w = int(rank or 0), int(n or 1)
+    except ValueError:
+        raise ConfigError(f"PADDLE_TRAINER_ID={rank!r} / PADDLE_TRAINERS_NUM={n!r} are not integers; unset them "
+                          f"(they are set by python -m paddle.distributed.launch)") from None
+    launched = bool(os.environ.get("PADDLE_TRAINER_ENDPOINTS"))
+    if (w > 1 or r > 0) and not launched or not 0 <= r < max(w, 1):
+        raise ConfigError(f"PADDLE_TRAINER_ID={rank} / PADDLE_TRAINERS_NUM={n} are set, but this process was not "
+                          f"started by paddle.distributed.launch; unset them, or start data-parallel training with "
+                          f"python -m paddle.distributed.launch --nproc_per_node N tools/train.py -c CONFIG")
+
+
 def pin_threads(n: int) -> None:
     """Fix the CPU math thread count: a different count changes the last bits of the results."""
     setter = getattr(paddle.base.core, "set_num_threads", None)
@@ -120,6 +138,7 @@ class Experiment:
                 f"Data.name={d['name']} gives {'×'.join(map(str, self.info.shape))}; pick a matching dataset")
         self.device = select_device(g["device"])
         pin_threads(g["threads"])
+        check_launcher_env()
         env = paddle.distributed.ParallelEnv()
         self.rank, self.world_size = env.rank, env.world_size
         # data first: a missing or damaged file fails in seconds, before the kernel build
@@ -370,10 +389,35 @@ HPARAM_KEYS = {"model": "Arch.name", "pool": "Arch.pool", "pool_p": "Arch.pool_p
                "seed": "Global.seed", "epochs": "Global.epochs", "data": "Data.name", "batch": "Data.batch_size"}
 
 
+def _visualdl_writer_class() -> Any:
+    """VisualDL's ``LogWriter``. ``import visualdl`` writes its config under ``~/.visualdl``; with a read-only home
+    that fails, and a run must not: then visualdl is imported with HOME pointing at a temporary folder for the
+    duration of the import (visualdl keeps that path for its own config; nothing else of the process changes)."""
+    try:
+        from visualdl import LogWriter
+
+        return LogWriter
+    except OSError:
+        import tempfile
+
+        for name in [m for m in sys.modules if m == "visualdl" or m.startswith("visualdl.")]:
+            del sys.modules[name]
+        home = os.environ.get("HOME")
+        os.environ["HOME"] = tempfile.mkdtemp(prefix="paddle_lenet-visualdl-")
+        try:
+            from visualdl import LogWriter
+        finally:
+            if home is None:
+                del os.environ["HOME"]
+            else:
+                os.environ["HOME"] = home
+        return LogWriter
+
+
 def _open_writer(run: Run) -> Any:
     """VisualDL writer named so runs can be told apart in the dashboard's short run list: ``<name>·<data>`` for a
     run, ``<label>·<data>·s<seed>`` for a study's; HParams under dot-free names (:data:`HPARAM_KEYS`)."""
-    from visualdl import LogWriter
+    LogWriter = _visualdl_writer_class()
 
     cfg = run.cfg
     parts = os.path.normpath(run.dir).split(os.sep)
@@ -406,6 +450,7 @@ def train(cfg: dict[str, Any], quiet: bool = False, prefix: str = "", progress: 
     with ``Global.resume``; the resumed run's ``metrics.json`` (history included) is identical to an
     uninterrupted run's (same seed, same thread count, CPU).
     """
+    check_launcher_env()
     folder = RunFolder(cfg)
     if int(os.environ.get("PADDLE_TRAINER_ID", "0")) == 0:
         folder.check()  # fail fast, before data, model and kernels are built
@@ -536,9 +581,9 @@ def _train(cfg: dict[str, Any], exp: Experiment, folder: RunFolder, resume_state
     if run.is_main and not quiet:
         import json
 
-        print(f"run written to {run.dir}; next: python tools/eval.py -c {run.dir} --plots {run.dir}/plots | "
-              f"python tools/export.py -c {run.dir} --out export/{os.path.basename(run.dir)} | "
-              f"python tools/dashboard.py --logdir {os.path.dirname(run.dir) or '.'}", flush=True)
+        print(f"run written to {run.dir}; next: `python tools/eval.py -c {run.dir} --plots {run.dir}/plots`, "
+              f"`python tools/export.py -c {run.dir} --out export/{os.path.basename(run.dir)}`, "
+              f"`python tools/dashboard.py --logdir {os.path.dirname(run.dir) or '.'}`", flush=True)
         print(json.dumps({k: metrics[k] for k in ("model", "loss", "acc_top1", "acc_top2", "train_seconds")
                           if k in metrics}), flush=True)
     return metrics

@@ -171,3 +171,80 @@ def test_the_library_leaves_its_host_alone(tmp_path) -> None:
     assert len(p.stdout.strip().splitlines()) == 1, p.stdout[-2000:]  # quiet=True printed nothing
     out = json.loads(p.stdout.strip().splitlines()[-1])
     assert out["hits"] == [signal.SIGINT, signal.SIGTERM] and 0 < out["acc"] <= 1
+
+
+def test_environment_that_used_to_break_tools(seeds01, tmp_path) -> None:
+    """A read-only $HOME (VisualDL's ~/.visualdl), stray rank variables, a C locale, PYTHONWARNINGS=error."""
+    blocker = tmp_path / "afile"
+    blocker.write_text("a file where a folder would be")
+    home = blocker / "home"  # nothing can be created below it, not even by root (the tests may run as root)
+    args = mnist_args(str(tmp_path), "ro", "configs/lenet.yml", 1) + ["-o", "Data.train_limit=256"]
+    p = tool("train", *args, env={"HOME": str(home), "PYTHONWARNINGS": "error", "LC_ALL": "C", "LANG": "C"})
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert os.listdir(tmp_path / "ro" / "vdl")
+    one_error_line(tool("train", *args, "-o", "Global.name=rank", env={"PADDLE_TRAINER_ID": "1"}), 2,
+                   "not started by paddle.distributed.launch")
+    one_error_line(tool("eval", "-c", os.path.join(seeds01, "s0"), env={"PADDLE_TRAINERS_NUM": "x"}), 2,
+                   "not integers")
+
+
+def test_dashboard_refuses_names_and_busy_ports_at_once(tmp_path) -> None:
+    import socket
+
+    one_error_line(tool("dashboard", "--logdir", str(tmp_path), "--host", "no.such.host", timeout=60), 2,
+                   "not an IP address")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        one_error_line(tool("dashboard", "--logdir", str(tmp_path), "--port", str(port), timeout=60), 2,
+                       "Address already in use")
+
+
+def test_a_closed_output_pipe_does_not_stop_the_run(tmp_path) -> None:
+    cmd = [sys.executable, os.path.join(ROOT, "tools", "train.py"), *mnist_args(str(tmp_path), "p", "configs/lenet.yml", 1),
+           "-o", "Data.train_limit=640"]
+    p = subprocess.run(" ".join(f"'{c}'" for c in cmd) + " | head -1", shell=True, capture_output=True, text=True,
+                       timeout=600)
+    assert p.stdout.count("\n") == 1
+    assert json.load(open(tmp_path / "p" / "metrics.json"))["epochs"] == 1  # trained to the end
+
+
+def test_a_failed_export_check_keeps_the_previous_export(seeds01, tmp_path) -> None:
+    from paddle_lenet import export
+    from paddle_lenet.errors import TrainingStopped
+    from paddle_lenet.runfolder import resolve_run_config
+
+    cfg, _ = resolve_run_config(os.path.join(seeds01, "s0"), [])
+    out = tmp_path / "exp"
+    export.export_run(cfg, str(out))
+    before = {f: (out / f).read_bytes() for f in os.listdir(out)}
+    tolerance = export.TOLERANCE
+    export.TOLERANCE = -1.0  # every check fails
+    try:
+        with pytest.raises(TrainingStopped, match="previous export in the folder, if any, is unchanged"):
+            export.export_run(cfg, str(out))
+    finally:
+        export.TOLERANCE = tolerance
+    assert {f: (out / f).read_bytes() for f in os.listdir(out)} == before
+    assert not [f for f in os.listdir(tmp_path) if ".partial-" in f]  # no staging folder left behind
+
+
+@pytest.mark.parametrize("name", ["eval", "export", "predict", "study"])
+def test_sigterm_in_the_first_seconds_is_one_line_and_130(seeds01, tmp_path, name) -> None:
+    import time
+
+    args = {"eval": ["-c", os.path.join(seeds01, "s0")],
+            "export": ["-c", os.path.join(seeds01, "s0"), "--out", str(tmp_path / "e")],
+            "predict": ["--model-dir", str(tmp_path / "none"), str(tmp_path / "x.png")],
+            "study": ["-c", os.path.join(ROOT, "configs", "study", "pooling_vs_stride.yml"), "-o", "Data.name=MNIST5k",
+                      "-o", f"Global.output_dir={tmp_path}"]}[name]
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "tools", f"{name}.py"), *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    time.sleep(1.5)  # paddle's import is under way: its own C-level handlers would abort with -15
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    if proc.returncode in (0, 2):  # it finished before the signal (a fast machine): nothing to check
+        return
+    assert proc.returncode == 130, (proc.returncode, err[-2000:])
+    assert len(err.strip().splitlines()) == 1 and "SIGTERM" in err

@@ -24,6 +24,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.port > 65535:
         parser.error(f"--port {args.port} is not a port number (1-65535)")
+    import ipaddress
+
+    try:  # an address, not a name: resolving a name here could wait on a network that is not there
+        ipaddress.ip_address(args.host if args.host != "localhost" else "127.0.0.1")
+    except ValueError:
+        parser.error(f"--host {args.host!r} is not an IP address; use 127.0.0.1 (this machine) or 0.0.0.0 (the network)")
     from paddle_lenet.dashboard import serve
 
     serve(args.logdir, args.host, args.port, args.language)
