@@ -40,6 +40,32 @@ def make_app(logdir: str, host: str = "127.0.0.1", port: int = 8040, language: s
     return app
 
 
+def check_logs(logdir: str) -> int:
+    """Walk every VisualDL log's record frames (8-byte length + payload) without reading payloads; a frame longer
+    than what is left of its file (garbage, a truncated copy) would make VisualDL allocate that length: refused,
+    naming the file. Returns the number of logs."""
+    import struct
+
+    count = 0
+    for folder, _, files in os.walk(logdir):
+        for name in files:
+            if not name.startswith("vdlrecords."):
+                continue
+            path = os.path.join(folder, name)
+            size, pos = os.path.getsize(path), 0
+            with open(path, "rb") as f:
+                while pos < size:
+                    head = f.read(8)
+                    n = struct.unpack("Q", head)[0] if len(head) == 8 else size
+                    if len(head) < 8 or n > size - pos - 8:
+                        raise UserError(f"'{path}' is not a whole VisualDL log (a record claims {n:,} bytes, "
+                                        f"{max(size - pos - 8, 0):,} are left); move it out of {logdir}")
+                    pos += 8 + n
+                    f.seek(pos)
+            count += 1
+    return count
+
+
 def serve(logdir: str, host: str, port: int, language: str | None = None) -> None:
     import signal
 
@@ -56,6 +82,7 @@ def serve(logdir: str, host: str, port: int, language: str | None = None) -> Non
             probe.bind((host, port))
         except OSError as e:
             raise UserError(f"cannot listen on {host}:{port} ({e.strerror}); pass another --port") from None
+    check_logs(logdir)
     app = make_app(logdir, host, port, language)
     import logging
 

@@ -188,9 +188,16 @@ def test_environment_that_used_to_break_tools(seeds01, tmp_path) -> None:
                    "not integers")
 
 
-def test_dashboard_refuses_names_and_busy_ports_at_once(tmp_path) -> None:
+def test_dashboard_refuses_names_busy_ports_and_garbage_logs_at_once(seeds01, tmp_path) -> None:
     import socket
 
+    from paddle_lenet.dashboard import check_logs
+
+    assert check_logs(seeds01) == 2  # the real logs of two runs pass
+    (tmp_path / "vdl").mkdir()
+    (tmp_path / "vdl" / "vdlrecords.1.log").write_bytes(b"\xff" * 64)  # claims 2^64 - 1 bytes
+    one_error_line(tool("dashboard", "--logdir", str(tmp_path), "--port", "8093", timeout=60), 2, "not a whole VisualDL log")
+    os.remove(tmp_path / "vdl" / "vdlrecords.1.log")
     one_error_line(tool("dashboard", "--logdir", str(tmp_path), "--host", "no.such.host", timeout=60), 2,
                    "not an IP address")
     with socket.socket() as busy:
