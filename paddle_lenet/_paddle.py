@@ -6,7 +6,8 @@ of any the caller set, so ``warnings.filterwarnings`` cannot silence it; recordi
 does, and restores the filters afterwards. Paddle's import also installs C-level handlers for SIGTERM (and
 others) that abort with a C++ banner and exit −15, replacing whatever the host program had set: the Python
 handlers of SIGINT and SIGTERM in force before the import are put back, so importing this package leaves
-the host's signal handling as it was. Importing paddle only here, lazily, also keeps a config error a
+the host's signal handling as it was (and its warning filters: the import's own warnings are recorded and
+dropped inside ``catch_warnings``). Importing paddle only here, lazily, also keeps a config error a
 sub-second answer (paddle's import takes ~2 s).
 """
 
@@ -24,5 +25,3 @@ if threading.current_thread() is threading.main_thread():
     for _sig, _handler in _before.items():
         if _handler is not None:
             signal.signal(_sig, _handler)
-# printed by every BatchNorm layer in training, in every study worker: true, and nothing to act on
-warnings.filterwarnings("ignore", message=".*we now always track global mean and variance.*")

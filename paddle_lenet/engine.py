@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 import time
+import warnings
 from typing import Any
 
 import numpy as np
@@ -522,7 +523,9 @@ def _train(cfg: dict[str, Any], exp: Experiment, folder: RunFolder, resume_state
             try:
                 if run.stop_signal:  # a signal before the first step
                     raise _Interrupt(run.stop_signal)
-                exp.model.fit(exp.train_loader(), epochs=1, verbose=0, callbacks=callbacks)
+                with warnings.catch_warnings():  # every BatchNorm layer warns this in training: true, nothing to act on
+                    warnings.filterwarnings("ignore", message=".*we now always track global mean and variance.*")
+                    exp.model.fit(exp.train_loader(), epochs=1, verbose=0, callbacks=callbacks)
             except _Interrupt as e:
                 run.train_seconds += time.time() - run.epoch_t0
                 tag = run.save()

@@ -255,3 +255,13 @@ def test_sigterm_in_the_first_seconds_is_one_line_and_130(seeds01, tmp_path, nam
         return
     assert proc.returncode == 130, (proc.returncode, err[-2000:])
     assert len(err.strip().splitlines()) == 1 and "SIGTERM" in err
+
+
+def test_import_leaves_warning_filters_alone() -> None:
+    # numpy, scipy and matplotlib add filters of their own at import: imported first, they are the host's
+    script = ("import warnings, numpy, scipy.stats, scipy.optimize, matplotlib.pyplot, yaml; before = list(warnings.filters); "
+              "import paddle_lenet.engine, paddle_lenet.study, paddle_lenet.analysis, paddle_lenet.explain; "
+              "assert warnings.filters == before, [f for f in warnings.filters if f not in before]")
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, PYTHONPATH=ROOT))
+    assert p.returncode == 0, p.stderr[-2000:]
