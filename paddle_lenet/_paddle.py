@@ -17,11 +17,19 @@ import threading
 import warnings
 
 os.environ.setdefault("GLOG_minloglevel", "2")
-_before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-with warnings.catch_warnings(record=True):
-    warnings.simplefilter("ignore")  # also under PYTHONWARNINGS=error: paddle's import warnings are not errors
-    import paddle  # noqa: F401
-if threading.current_thread() is threading.main_thread():
-    for _sig, _handler in _before.items():
-        if _handler is not None:
-            signal.signal(_sig, _handler)
+_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+_main = threading.current_thread() is threading.main_thread()
+_before = {s: signal.getsignal(s) for s in _SIGNALS}
+# SIGINT/SIGTERM are held back while paddle imports (its C-level handlers would kill the process silently with
+# −15) and delivered once the previous handlers are back: a signal in the first seconds reaches the host's handler
+_held = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS) if _main else None
+try:
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("ignore")  # also under PYTHONWARNINGS=error: paddle's import warnings are not errors
+        import paddle  # noqa: F401
+finally:
+    if _main:
+        for _sig, _handler in _before.items():
+            if _handler is not None:
+                signal.signal(_sig, _handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, _held)

@@ -246,22 +246,13 @@ def test_sigterm_in_the_first_seconds_is_one_line_and_130(seeds01, tmp_path, nam
             "predict": ["--model-dir", str(tmp_path / "none"), str(tmp_path / "x.png")],
             "study": ["-c", os.path.join(ROOT, "configs", "study", "pooling_vs_stride.yml"), "-o", "Data.name=MNIST5k",
                       "-o", f"Global.output_dir={tmp_path}"]}[name]
-    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "tools", f"{name}.py"), *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    time.sleep(1.5)  # paddle's import is under way: its own C-level handlers would abort with -15
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
-    if proc.returncode in (0, 2):  # it finished before the signal (a fast machine): nothing to check
-        return
-    assert proc.returncode == 130, (proc.returncode, err[-2000:])
-    assert len(err.strip().splitlines()) == 1 and "SIGTERM" in err
-
-
-def test_import_leaves_warning_filters_alone() -> None:
-    # numpy, scipy and matplotlib add filters of their own at import: imported first, they are the host's
-    script = ("import warnings, numpy, scipy.stats, scipy.optimize, matplotlib.pyplot, yaml; before = list(warnings.filters); "
-              "import paddle_lenet.engine, paddle_lenet.study, paddle_lenet.analysis, paddle_lenet.explain; "
-              "assert warnings.filters == before, [f for f in warnings.filters if f not in before]")
-    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
-                       env=dict(os.environ, PYTHONPATH=ROOT))
-    assert p.returncode == 0, p.stderr[-2000:]
+    for delay in (0.6, 1.5):  # during paddle's import (its C-level handlers would kill the process silently, −15)
+        proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "tools", f"{name}.py"), *args],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+        if proc.returncode in (0, 2):  # it finished before the signal (a fast machine): nothing to check
+            continue
+        assert proc.returncode == 130, (delay, proc.returncode, err[-2000:])
+        assert len(err.strip().splitlines()) == 1 and "SIGTERM" in err
