@@ -18,6 +18,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from .data import ArrayData, shift_images
+from .flops import layer_table  # noqa: F401  (part of this module's API: the per-layer summary)
 
 
 def class_names(data: ArrayData) -> list[str]:
@@ -191,38 +192,3 @@ def saliency(net: nn.Layer, image: np.ndarray, target: int | None = None) -> dic
     return out
 
 
-# --------------------------------------------------------------------------- per-layer summary
-def layer_table(net: nn.Layer, input_shape: tuple[int, int, int]) -> list[dict[str, Any]]:
-    """Each leaf layer in call order: output shape, its own parameters, its FLOPs by the package's rule
-    (:mod:`paddle_lenet.flops`: 2·out·in·kh·kw per convolution, 2·out·in per linear layer, nothing else)."""
-    rows: list[dict[str, Any]] = []
-    hooks = []
-    names = {id(layer): name for name, layer in net.named_sublayers()}
-
-    def hook(layer: nn.Layer, inputs: tuple, output: paddle.Tensor) -> None:
-        flops = 0
-        if isinstance(layer, nn.Conv2D):
-            flops = 2 * int(output.numel()) * layer.weight.shape[1] * layer.weight.shape[2] * layer.weight.shape[3]
-        elif isinstance(layer, nn.Linear):
-            flops = 2 * int(output.numel()) * layer.weight.shape[0]
-        own = sum(int(p.numel()) for p in layer.parameters(include_sublayers=False))
-        kind = type(layer)
-        if kind.__module__.endswith(".accelerate"):  # the architecture's layer, whichever code computes it
-            kind = kind.__bases__[0]
-        rows.append({"layer": names.get(id(layer), kind.__name__), "type": kind.__name__,
-                     "output": list(output.shape[1:]), "params": own, "flops": flops})
-
-    for layer in net.sublayers():
-        if not layer.sublayers() or isinstance(layer, (nn.Conv2D, nn.Linear)):
-            hooks.append(layer.register_forward_post_hook(hook))
-    was_training = net.training
-    net.eval()
-    try:
-        with paddle.no_grad():
-            net(paddle.zeros([1, *input_shape], dtype="float32"))
-    finally:
-        for h in hooks:
-            h.remove()
-        if was_training:
-            net.train()
-    return rows

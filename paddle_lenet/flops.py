@@ -10,30 +10,40 @@ model's, whichever path computes it.
 
 from __future__ import annotations
 
+from typing import Any
+
 from . import _paddle  # noqa: F401  (paddle without its import-time warnings)
 import paddle
 import paddle.nn as nn
 
 
 def count_flops(net: nn.Layer, input_shape: tuple[int, int, int]) -> int:
-    total = 0
+    return sum(row["flops"] for row in layer_table(net, input_shape))
 
-    def conv_hook(layer: nn.Conv2D, inputs: tuple, output: paddle.Tensor) -> None:
-        nonlocal total
-        cin = layer.weight.shape[1]  # already divided by groups
-        kh, kw = layer.weight.shape[2:]
-        total += 2 * int(output.numel()) * cin * kh * kw
 
-    def linear_hook(layer: nn.Linear, inputs: tuple, output: paddle.Tensor) -> None:
-        nonlocal total
-        total += 2 * int(output.numel()) * layer.weight.shape[0]
-
+def layer_table(net: nn.Layer, input_shape: tuple[int, int, int]) -> list[dict[str, Any]]:
+    """Each leaf layer (and every Conv2D/Linear) in call order: output shape, its own parameters, its FLOPs by the
+    rule above; :func:`count_flops` is their sum, ``count_params.py --layers`` prints them."""
+    rows: list[dict[str, Any]] = []
     hooks = []
-    for layer in net.sublayers(include_self=True):
+    names = {id(layer): name for name, layer in net.named_sublayers()}
+
+    def hook(layer: nn.Layer, inputs: tuple, output: paddle.Tensor) -> None:
+        flops = 0
         if isinstance(layer, nn.Conv2D):
-            hooks.append(layer.register_forward_post_hook(conv_hook))
+            flops = 2 * int(output.numel()) * layer.weight.shape[1] * layer.weight.shape[2] * layer.weight.shape[3]
         elif isinstance(layer, nn.Linear):
-            hooks.append(layer.register_forward_post_hook(linear_hook))
+            flops = 2 * int(output.numel()) * layer.weight.shape[0]
+        own = sum(int(p.numel()) for p in layer.parameters(include_sublayers=False))
+        kind = type(layer)
+        if kind.__module__.endswith(".accelerate"):  # the architecture's layer, whichever code computes it
+            kind = kind.__bases__[0]
+        rows.append({"layer": names.get(id(layer), kind.__name__), "type": kind.__name__,
+                     "output": list(output.shape[1:]), "params": own, "flops": flops})
+
+    for layer in net.sublayers(include_self=True):
+        if not layer.sublayers() or isinstance(layer, (nn.Conv2D, nn.Linear)):
+            hooks.append(layer.register_forward_post_hook(hook))
     was_training = net.training
     net.eval()
     try:
@@ -44,4 +54,4 @@ def count_flops(net: nn.Layer, input_shape: tuple[int, int, int]) -> int:
             h.remove()
         if was_training:
             net.train()
-    return total
+    return rows
