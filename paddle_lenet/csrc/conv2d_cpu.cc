@@ -21,7 +21,17 @@
 namespace {
 
 constexpr int64_t L = 16;       // columns per register tile (one AVX-512 vector of floats)
-constexpr int64_t RB = 8;       // rows per register tile
+// rows per register tile: RB x L accumulators plus the row of B and a broadcast must fit the vector registers
+// (32 zmm with AVX-512; 16 ymm with AVX2, where a row of L = 16 floats is two registers). The tile's shape does
+// not change any result: every element still sums its products in depth order.
+#ifdef __AVX512F__
+constexpr int64_t RB = 8;
+constexpr int64_t NRB = 16;  // rows of the narrow tile, NRB x NL (weight gradients of layers with <= NL outputs)
+#else
+constexpr int64_t RB = 6;
+constexpr int64_t NRB = 12;
+#endif
+constexpr int64_t NL = 8;    // columns of the narrow tile: LeNet's first layer has 6 output channels
 constexpr int64_t CHUNKS = 8;   // batch chunks: the unit of parallel work and of gradient reduction
 
 int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
@@ -76,7 +86,6 @@ struct Geom {
   int64_t n, c, h, w, o, k, s, p, ho, wo;
   int64_t K() const { return c * k * k; }  // GEMM depth: one im2col row per (c, kh, kw)
   int64_t P() const { return ho * wo; }    // output pixels per image
-  int64_t Pp() const { return round_up(P(), L); }
   int64_t in_size() const { return c * h * w; }
 };
 
@@ -87,91 +96,37 @@ Geom geom(const std::vector<int64_t>& xs, const std::vector<int64_t>& ws, int st
   return g;
 }
 
-// Output columns [lo, hi) whose input column ow*s - p + kw lies inside the image.
-void valid_cols(const Geom& g, int64_t kw, int64_t* lo, int64_t* hi) {
-  *lo = std::min(g.wo, std::max<int64_t>(0, (g.p - kw + g.s - 1) / g.s));
-  *hi = std::max(*lo, std::min(g.wo, (g.w + g.p - kw + g.s - 1) / g.s));
-}
-
-// col[(c*k+kh)*k+kw][oh*wo+ow] = x[c][oh*s-p+kh][ow*s-p+kw], zero outside the image. Rows have
-// stride Pp with zero tails, so the GEMMs never need a remainder loop.
-void im2col(const Geom& g, const float* x, float* col) {
-  const int64_t Pp = g.Pp();
-  for (int64_t c = 0; c < g.c; ++c)
-    for (int64_t kh = 0; kh < g.k; ++kh)
-      for (int64_t kw = 0; kw < g.k; ++kw) {
-        float* row = col + ((c * g.k + kh) * g.k + kw) * Pp;
-        int64_t lo, hi;
-        valid_cols(g, kw, &lo, &hi);
-        for (int64_t oh = 0; oh < g.ho; ++oh) {
-          const int64_t ih = oh * g.s - g.p + kh;
-          float* dst = row + oh * g.wo;
-          if (ih < 0 || ih >= g.h) {
-            for (int64_t ow = 0; ow < g.wo; ++ow) dst[ow] = 0.f;
-            continue;
-          }
-          const float* src = x + (c * g.h + ih) * g.w - g.p + kw;
-          for (int64_t ow = 0; ow < lo; ++ow) dst[ow] = 0.f;
-          if (g.s == 1) {
-            for (int64_t ow = lo; ow < hi; ++ow) dst[ow] = src[ow];
-          } else {
-            for (int64_t ow = lo; ow < hi; ++ow) dst[ow] = src[ow * g.s];
-          }
-          for (int64_t ow = hi; ow < g.wo; ++ow) dst[ow] = 0.f;
-        }
-        for (int64_t q = g.P(); q < Pp; ++q) row[q] = 0.f;
-      }
-}
-
-// x[c][ih][iw] = sum of the col entries im2col copied from there (im2col's adjoint).
-void col2im(const Geom& g, const float* col, float* x) {
-  const int64_t Pp = g.Pp();
-  std::fill(x, x + g.in_size(), 0.f);
-  for (int64_t c = 0; c < g.c; ++c)
-    for (int64_t kh = 0; kh < g.k; ++kh)
-      for (int64_t kw = 0; kw < g.k; ++kw) {
-        const float* row = col + ((c * g.k + kh) * g.k + kw) * Pp;
-        int64_t lo, hi;
-        valid_cols(g, kw, &lo, &hi);
-        for (int64_t oh = 0; oh < g.ho; ++oh) {
-          const int64_t ih = oh * g.s - g.p + kh;
-          if (ih < 0 || ih >= g.h) continue;
-          const float* src = row + oh * g.wo;
-          float* dst = x + (c * g.h + ih) * g.w - g.p + kw;
-          if (g.s == 1) {
-            for (int64_t ow = lo; ow < hi; ++ow) dst[ow] += src[ow];
-          } else {
-            for (int64_t ow = lo; ow < hi; ++ow) dst[ow * g.s] += src[ow];
-          }
-        }
-      }
-}
-
 // c[M][N] = (ACC ? c : 0) + A @ B with A[i][d] = a[arow[i] + d] and B[d][j] = b[brow[d] + j]. Row
 // offsets (not a leading dimension) let A or B be shifted views of one padded image: the implicit
-// im2col of stride-1 convolutions. M is a multiple of RB, N of L, so each RB x L tile of c stays in
+// im2col of every convolution (Wide, below). M is a multiple of RB, N of L, so each RB x L tile of c stays in
 // registers over the whole D loop.
+template <bool ACC, int64_t TR, int64_t TL>
+void gemm_tiled(int64_t M, int64_t N, int64_t D, const float* a, const int64_t* arow, const float* b,
+                const int64_t* brow, float* c, int64_t ldc) {
+  for (int64_t i0 = 0; i0 < M; i0 += TR)
+    for (int64_t j0 = 0; j0 < N; j0 += TL) {
+      float acc[TR][TL];
+      for (int64_t i = 0; i < TR; ++i)
+        for (int64_t j = 0; j < TL; ++j) acc[i][j] = ACC ? c[(i0 + i) * ldc + j0 + j] : 0.f;
+      const float* ai[TR];
+      for (int64_t i = 0; i < TR; ++i) ai[i] = a + arow[i0 + i];
+      for (int64_t d = 0; d < D; ++d) {
+        const float* bd = b + brow[d] + j0;
+        for (int64_t i = 0; i < TR; ++i) {
+          const float av = ai[i][d];
+#pragma omp simd
+          for (int64_t j = 0; j < TL; ++j) acc[i][j] += av * bd[j];
+        }
+      }
+      for (int64_t i = 0; i < TR; ++i)
+        for (int64_t j = 0; j < TL; ++j) c[(i0 + i) * ldc + j0 + j] = acc[i][j];
+    }
+}
+
 template <bool ACC>
 void gemm(int64_t M, int64_t N, int64_t D, const float* a, const int64_t* arow, const float* b,
           const int64_t* brow, float* c, int64_t ldc) {
-  for (int64_t i0 = 0; i0 < M; i0 += RB)
-    for (int64_t j0 = 0; j0 < N; j0 += L) {
-      float acc[RB][L];
-      for (int64_t i = 0; i < RB; ++i)
-        for (int64_t j = 0; j < L; ++j) acc[i][j] = ACC ? c[(i0 + i) * ldc + j0 + j] : 0.f;
-      const float* ai[RB];
-      for (int64_t i = 0; i < RB; ++i) ai[i] = a + arow[i0 + i];
-      for (int64_t d = 0; d < D; ++d) {
-        const float* bd = b + brow[d] + j0;
-        for (int64_t i = 0; i < RB; ++i) {
-          const float av = ai[i][d];
-#pragma omp simd
-          for (int64_t j = 0; j < L; ++j) acc[i][j] += av * bd[j];
-        }
-      }
-      for (int64_t i = 0; i < RB; ++i)
-        for (int64_t j = 0; j < L; ++j) c[(i0 + i) * ldc + j0 + j] = acc[i][j];
-    }
+  gemm_tiled<ACC, RB, L>(M, N, D, a, arow, b, brow, c, ldc);
 }
 
 std::vector<int64_t> strided(int64_t n, int64_t ld) {
@@ -184,28 +139,62 @@ int num_threads(int requested) { return requested > 0 ? requested : omp_get_max_
 
 int64_t chunk_begin(int64_t chunk, int64_t n) { return chunk * n / CHUNKS; }
 
-// Stride-1 convolutions skip im2col: with the input zero-padded to [C][Hp][Wp] and the output
-// computed on a "wide" grid of Ho x Wp (the last Wp - Wo columns are discarded), the im2col row of
-// (c, kh, kw) is the padded image itself, shifted by c*Hp*Wp + kh*Wp + kw.
+// No convolution copies im2col. Stride 1: with the input zero-padded to [C][Hp][Wp] and the output computed
+// on a "wide" grid of Ho x Wp (the last Wp - Wo columns are discarded), the im2col row of (c, kh, kw) is the
+// padded image itself, shifted by c*Hp*Wp + kh*Wp + kw. Stride s: the padded image is split into its s*s
+// phases [C][s][s][Hp/s][Wp/s] (phase (a, b) holds pixels (s*i + a, s*j + b)); the im2col row of (c, kh, kw)
+// is phase (kh % s, kw % s) of channel c, shifted by (kh / s) rows and (kw / s) columns, on a wide grid of
+// Ho x ceil(Wp/s). The GEMMs then add the same products in the same order as over an explicit im2col matrix
+// (the extra columns meet zeros of dout), so results are bit-identical to it, without copying k*k/s^2 times
+// the image.
 struct Wide {
-  int64_t hp, wp, q, qp, size;
+  int64_t s, p, hp, wp, hph, wph, q, qp, size;
   std::vector<int64_t> shift;  // per GEMM depth row (c, kh, kw), padded with a pointer to zeros
-  Wide(int64_t c, int64_t h, int64_t w, int64_t k, int64_t p, int64_t ho, int64_t rows) {
+  Wide(int64_t c, int64_t h, int64_t w, int64_t k, int64_t stride, int64_t pad, int64_t ho, int64_t rows)
+      : s(stride), p(pad) {
     hp = h + 2 * p;
     wp = w + 2 * p;
-    q = ho * wp;
+    hph = (hp + s - 1) / s;
+    wph = (wp + s - 1) / s;
+    q = ho * wph;
     qp = round_up(q, L);
-    const int64_t zeros = c * hp * wp + k * wp + qp;  // past every shifted row's last read
+    const int64_t plane = hph * wph;
+    const int64_t zeros = c * s * s * plane + k * wph + qp;  // past every shifted row's last read
     size = zeros + qp;
     shift.assign(rows, zeros);
     for (int64_t ci = 0; ci < c; ++ci)
       for (int64_t kh = 0; kh < k; ++kh)
-        for (int64_t kw = 0; kw < k; ++kw) shift[(ci * k + kh) * k + kw] = ci * hp * wp + kh * wp + kw;
+        for (int64_t kw = 0; kw < k; ++kw)
+          shift[(ci * k + kh) * k + kw] = ((ci * s + kh % s) * s + kw % s) * plane + (kh / s) * wph + kw / s;
   }
-  // buf[ci][i + p][j + p] = x[ci][i][j]; the border and the tail stay zero from allocation
-  void pad(const float* x, int64_t c, int64_t h, int64_t w, int64_t p, float* buf) const {
+  // where padded pixel (i, j) of channel ci lives
+  int64_t at(int64_t ci, int64_t i, int64_t j) const {
+    return ((ci * s + i % s) * s + j % s) * hph * wph + (i / s) * wph + j / s;
+  }
+  // buf[at(ci, i + p, j + p)] = x[ci][i][j]; the border and the tail stay zero from allocation
+  void pad(const float* x, int64_t c, int64_t h, int64_t w, float* buf) const {
+    copy_rows<true>(const_cast<float*>(x), c, h, w, buf);
+  }
+  // x[ci][i][j] = buf[at(ci, i + p, j + p)]
+  void unpad(const float* buf, int64_t c, int64_t h, int64_t w, float* x) const {
+    copy_rows<false>(x, c, h, w, const_cast<float*>(buf));
+  }
+  // row by row; within a row, one phase (j + p) % s at a time, so the inner loops are plain strided copies
+  template <bool IN>
+  void copy_rows(float* x, int64_t c, int64_t h, int64_t w, float* buf) const {
     for (int64_t ci = 0; ci < c; ++ci)
-      for (int64_t i = 0; i < h; ++i) std::memcpy(buf + (ci * hp + i + p) * wp + p, x + (ci * h + i) * w, sizeof(float) * w);
+      for (int64_t i = 0; i < h; ++i) {
+        float* img = x + (ci * h + i) * w;
+        if (s == 1) {
+          float* row = buf + (ci * hp + i + p) * wp + p;
+          IN ? std::memcpy(row, img, sizeof(float) * w) : std::memcpy(img, row, sizeof(float) * w);
+          continue;
+        }
+        for (int64_t j0 = 0; j0 < std::min(s, w); ++j0) {
+          float* row = buf + at(ci, i + p, j0 + p);  // then every s-th pixel, one phase column further
+          for (int64_t j = j0, t = 0; j < w; j += s, ++t) IN ? (void)(row[t] = img[j]) : (void)(img[j] = row[t]);
+        }
+      }
   }
 };
 
@@ -215,7 +204,7 @@ std::vector<paddle::Tensor> Conv2dForward(const paddle::Tensor& x, const paddle:
                                           const paddle::Tensor& b, int stride, int padding, bool need_dx,
                                           int threads) {
   const Geom g = geom(x.shape(), w.shape(), stride, padding);
-  const int64_t K = g.K(), P = g.P(), Pp = g.Pp(), Op = round_up(g.o, RB);
+  const int64_t K = g.K(), Op = round_up(g.o, RB);
   auto out = paddle::empty({g.n, g.o, g.ho, g.wo}, paddle::DataType::FLOAT32, x.place());
   const float* xp = x.data<float>();
   const float* bp = b.data<float>();
@@ -223,23 +212,16 @@ std::vector<paddle::Tensor> Conv2dForward(const paddle::Tensor& x, const paddle:
   std::vector<float> wpad(Op * K, 0.f);  // weights as [Op][K], zero rows past O
   std::copy(w.data<float>(), w.data<float>() + g.o * K, wpad.begin());
   const auto wrow = strided(Op, K);
-  const bool implicit = g.s == 1;
-  const Wide wide(g.c, g.h, g.w, g.k, g.p, g.ho, K);
-  const auto crow = strided(K, Pp);
-  const int64_t N = implicit ? wide.qp : Pp, ld = implicit ? wide.wp : g.wo;
+  const Wide wide(g.c, g.h, g.w, g.k, g.s, g.p, g.ho, K);
+  const int64_t N = wide.qp, ld = wide.wph;
 #pragma omp parallel num_threads(num_threads(threads))
   {
-    std::vector<float> buf(implicit ? wide.size : K * Pp, 0.f), res(Op * N);
+    std::vector<float> buf(wide.size, 0.f), res(Op * N);
 #pragma omp for schedule(static)
     for (int64_t n = 0; n < g.n; ++n) {
-      if (implicit) {
-        wide.pad(xp + n * g.in_size(), g.c, g.h, g.w, g.p, buf.data());
-        gemm<false>(Op, N, K, wpad.data(), wrow.data(), buf.data(), wide.shift.data(), res.data(), N);
-      } else {
-        im2col(g, xp + n * g.in_size(), buf.data());
-        gemm<false>(Op, N, K, wpad.data(), wrow.data(), buf.data(), crow.data(), res.data(), N);
-      }
-      float* dst = op + n * g.o * P;
+      wide.pad(xp + n * g.in_size(), g.c, g.h, g.w, buf.data());
+      gemm<false>(Op, N, K, wpad.data(), wrow.data(), buf.data(), wide.shift.data(), res.data(), N);
+      float* dst = op + n * g.o * g.P();
       for (int64_t o = 0; o < g.o; ++o)
         for (int64_t i = 0; i < g.ho; ++i)
           for (int64_t j = 0; j < g.wo; ++j) dst[(o * g.ho + i) * g.wo + j] = res[o * N + i * ld + j] + bp[o];
@@ -252,7 +234,9 @@ std::vector<paddle::Tensor> Conv2dBackward(const paddle::Tensor& x, const paddle
                                            const paddle::Tensor& dout, int stride, int padding, bool need_dx,
                                            int threads) {
   const Geom g = geom(x.shape(), w.shape(), stride, padding);
-  const int64_t K = g.K(), P = g.P(), Pp = g.Pp(), Kp = round_up(K, RB), Ol = round_up(g.o, L);
+  // few output channels: the weight-gradient GEMM's columns are the channels; a narrow tile wastes fewer
+  const bool narrow = g.o <= NL;
+  const int64_t K = g.K(), P = g.P(), Kp = round_up(K, narrow ? NRB : RB), Ol = narrow ? NL : round_up(g.o, L);
   auto dx = paddle::empty({need_dx ? g.n : 0, g.c, g.h, g.w}, paddle::DataType::FLOAT32, x.place());
   auto dw = paddle::empty({g.o, g.c, g.k, g.k}, paddle::DataType::FLOAT32, x.place());
   auto db = paddle::empty({g.o}, paddle::DataType::FLOAT32, x.place());
@@ -260,11 +244,9 @@ std::vector<paddle::Tensor> Conv2dBackward(const paddle::Tensor& x, const paddle
   const float* wp = w.data<float>();
   const float* gp = dout.data<float>();
   float* dxp = need_dx ? dx.data<float>() : nullptr;
-  const bool implicit = g.s == 1;
-  // dW^T = im2col(x) @ dout^T, over the wide grid when implicit (dout is zero on the extra columns)
-  const Wide wide(g.c, g.h, g.w, g.k, g.p, g.ho, Kp);
-  std::vector<int64_t> crow = strided(Kp, Pp);
-  const int64_t Q = implicit ? wide.qp : Pp, ld = implicit ? wide.wp : g.wo;
+  // dW^T = im2col(x) @ dout^T over the wide grid (dout is zero on the extra columns)
+  const Wide wide(g.c, g.h, g.w, g.k, g.s, g.p, g.ho, Kp);
+  const int64_t Q = wide.qp, ld = wide.wph;
   const auto gtrow = strided(Q, Ol);
   std::vector<float> wt(Kp * g.o, 0.f);  // weights transposed, [Kp][O], for dcol = W^T @ dout
   for (int64_t o = 0; o < g.o; ++o)
@@ -274,53 +256,47 @@ std::vector<paddle::Tensor> Conv2dBackward(const paddle::Tensor& x, const paddle
   std::vector<float> dwt(CHUNKS * Kp * Ol, 0.f), dbc(CHUNKS * g.o, 0.f);
 #pragma omp parallel num_threads(num_threads(threads))
   {
-    std::vector<float> buf(implicit ? wide.size : Kp * Pp, 0.f), gt(Q * Ol, 0.f);
+    std::vector<float> buf(wide.size, 0.f), gt(Q * Ol, 0.f);
     std::vector<float> gbuf(need_dx ? g.o * Q : 0, 0.f), dcol(need_dx ? Kp * Q : 0);
-    std::vector<float> dpad(need_dx && implicit ? wide.size : 0);
+    std::vector<float> dpad(need_dx ? wide.size : 0);
 #pragma omp for schedule(static)
     for (int64_t chunk = 0; chunk < CHUNKS; ++chunk) {
       float* my_dwt = dwt.data() + chunk * Kp * Ol;
       float* my_db = dbc.data() + chunk * g.o;
       for (int64_t n = chunk_begin(chunk, g.n); n < chunk_begin(chunk + 1, g.n); ++n) {
         const float* go = gp + n * g.o * P;
-        for (int64_t o = 0; o < g.o; ++o) {
-          float s = 0.f;
-          for (int64_t q = 0; q < P; ++q) s += go[o * P + q];
-          my_db[o] += s;
+        // db: each channel's sum runs in pixel order (serial, so bit-stable), eight channels' chains at a time
+        for (int64_t o0 = 0; o0 < g.o; o0 += 8) {
+          const int64_t m = std::min<int64_t>(8, g.o - o0);
+          float s[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+          for (int64_t q = 0; q < P; ++q)
+            for (int64_t o = 0; o < m; ++o) s[o] += go[(o0 + o) * P + q];
+          for (int64_t o = 0; o < m; ++o) my_db[o0 + o] += s[o];
         }
-        for (int64_t i = 0; i < g.ho; ++i)  // dout^T on the (wide) grid
+        for (int64_t i = 0; i < g.ho; ++i)  // dout^T on the wide grid
           for (int64_t j = 0; j < g.wo; ++j)
             for (int64_t o = 0; o < g.o; ++o) gt[(i * ld + j) * Ol + o] = go[(o * g.ho + i) * g.wo + j];
-        if (implicit) {
-          wide.pad(xp + n * g.in_size(), g.c, g.h, g.w, g.p, buf.data());
-          gemm<true>(Kp, Ol, Q, buf.data(), wide.shift.data(), gt.data(), gtrow.data(), my_dwt, Ol);
+        wide.pad(xp + n * g.in_size(), g.c, g.h, g.w, buf.data());
+        if (narrow) {
+          gemm_tiled<true, NRB, NL>(Kp, Ol, Q, buf.data(), wide.shift.data(), gt.data(), gtrow.data(), my_dwt, Ol);
         } else {
-          im2col(g, xp + n * g.in_size(), buf.data());
-          gemm<true>(Kp, Ol, Q, buf.data(), crow.data(), gt.data(), gtrow.data(), my_dwt, Ol);
+          gemm<true>(Kp, Ol, Q, buf.data(), wide.shift.data(), gt.data(), gtrow.data(), my_dwt, Ol);
         }
         if (!need_dx) continue;
-        // dx: dcol = W^T @ dout, then im2col's adjoint. On the wide grid (stride 1) every dcol row
-        // is added, shifted, into the padded image: dout is zero on the extra columns.
+        // dx: dcol = W^T @ dout on the wide grid, then im2col's adjoint: every dcol row is added, shifted, into
+        // the padded (phase-split) image, in row order; dout is zero on the extra columns
         for (int64_t o = 0; o < g.o; ++o)
           for (int64_t i = 0; i < g.ho; ++i)
             std::memcpy(gbuf.data() + o * Q + i * ld, go + (o * g.ho + i) * g.wo, sizeof(float) * g.wo);
         gemm<false>(Kp, Q, g.o, wt.data(), wtrow.data(), gbuf.data(), grow.data(), dcol.data(), Q);
-        float* dxn = dxp + n * g.in_size();
-        if (implicit) {
-          std::fill(dpad.begin(), dpad.end(), 0.f);
-          for (int64_t k = 0; k < K; ++k) {
-            float* dst = dpad.data() + wide.shift[k];
-            const float* src = dcol.data() + k * Q;
+        std::fill(dpad.begin(), dpad.end(), 0.f);
+        for (int64_t k = 0; k < K; ++k) {
+          float* dst = dpad.data() + wide.shift[k];
+          const float* src = dcol.data() + k * Q;
 #pragma omp simd
-            for (int64_t q = 0; q < wide.q; ++q) dst[q] += src[q];
-          }
-          for (int64_t c = 0; c < g.c; ++c)
-            for (int64_t i = 0; i < g.h; ++i)
-              std::memcpy(dxn + (c * g.h + i) * g.w, dpad.data() + (c * wide.hp + i + g.p) * wide.wp + g.p,
-                          sizeof(float) * g.w);
-        } else {
-          col2im(g, dcol.data(), dxn);
+          for (int64_t q = 0; q < wide.q; ++q) dst[q] += src[q];
         }
+        wide.unpad(dpad.data(), g.c, g.h, g.w, dxp + n * g.in_size());
       }
     }
   }

@@ -1,0 +1,117 @@
+"""The kernels' arithmetic revision means what it says: the output bits of every kernel are pinned.
+
+``ops.ARITHMETIC`` is recorded in every checkpoint and study record; a study continues only over records of the same
+revision. A speed change that keeps every bit (another register tile, a stride-2 convolution without im2col that
+adds the same products in the same order) keeps the revision, so finished study records stay valid; a change that
+moves any bit must bump it. This test holds the bits of forward and backward passes of every kernel on fixed inputs.
+Digests are per ISA (Paddle's build and the compiler's code paths are per ISA); on an ISA without a recorded entry the
+test says how to record one. Regenerate after bumping ``ops.ARITHMETIC``: ``python tests/test_kernel_bits.py``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import paddle
+import pytest
+
+from paddle_lenet import ops
+
+GOLDEN = Path(__file__).with_name("kernel_bits.json")
+
+# (name, C, O, k, stride, padding, H, W): every convolution geometry of the registered models, and odd sizes
+CONVS = [
+    ("c1_k5_p2", 1, 6, 5, 1, 2, 28, 28), ("c2_k5", 6, 16, 5, 1, 0, 14, 14), ("s2_k5", 6, 16, 5, 2, 0, 28, 28),
+    ("s1_k3_p1", 16, 16, 3, 1, 1, 12, 12), ("s2_k3", 16, 16, 3, 2, 0, 12, 12), ("s2_k3_p1_odd", 3, 5, 3, 2, 1, 13, 11),
+    ("s2_k4_p1", 4, 7, 4, 2, 1, 15, 16), ("s3_k5_p2", 2, 3, 5, 3, 2, 17, 19), ("c3_k5", 16, 120, 5, 1, 0, 5, 5),
+]
+
+
+def _digest(*tensors: paddle.Tensor) -> str:
+    h = hashlib.sha256()
+    for t in tensors:
+        h.update(np.ascontiguousarray(t.numpy()).tobytes())
+    return h.hexdigest()[:16]
+
+
+def _inputs(seed: int, *shapes: tuple[int, ...]) -> list[paddle.Tensor]:
+    rng = np.random.RandomState(seed)
+    out = []
+    for s in shapes:
+        t = paddle.to_tensor(rng.standard_normal(s).astype("float32"))
+        t.stop_gradient = False
+        out.append(t)
+    return out
+
+
+def compute() -> dict[str, str]:
+    """Digest of each kernel's output and gradients (w.r.t. every input) on fixed inputs."""
+    ops.configure(True, 2)
+    k = ops.kernels()
+    assert k is not None, "kernels unavailable"
+    d: dict[str, str] = {}
+    for i, (name, c, o, ks, s, p, h, w) in enumerate(CONVS):
+        x, wt, b = _inputs(i, (5, c, h, w), (o, c, ks, ks), (o,))
+        y = ops.conv2d(x, wt, b, s, p)
+        (g,) = _inputs(100 + i, tuple(y.shape))
+        dx, dw, db = paddle.grad([y], [x, wt, b], [g])
+        d[f"conv2d/{name}"] = _digest(y, dx, dw, db)
+    x, = _inputs(50, (4, 6, 10, 12))
+    y = ops.max_pool2x2(x)
+    (dx,) = paddle.grad([y], [x], [paddle.ones_like(y)])
+    d["max_pool2x2"] = _digest(y, dx)
+    for name, (ks, s, p) in {"soft_2x2": (2, 2, 0), "lip_3x3_s2_p1": (3, 2, 1)}.items():
+        x, logit = _inputs(60, (3, 4, 12, 12), (3, 4, 12, 12))
+        y = ops.soft_window(x, logit, ks, s, p)
+        (g,) = _inputs(61, tuple(y.shape))
+        d[f"soft_window/{name}"] = _digest(y, *paddle.grad([y], [x, logit], [g]))
+    x, = _inputs(70, (3, 4, 12, 12))
+    u = paddle.to_tensor(np.random.RandomState(71).uniform(size=(3, 4, 6, 6)).astype("float32"))
+    y = ops.stochastic_pool(paddle.nn.functional.relu(x), u, 2)
+    (g,) = _inputs(72, tuple(y.shape))
+    d["stochastic_pool"] = _digest(y, *paddle.grad([y], [x], [g]))
+    x, lam, alpha = _inputs(80, (3, 4, 12, 12), (4,), (4,))
+    y = ops.dpp_pool(x, lam, alpha, 2)
+    (g,) = _inputs(81, tuple(y.shape))
+    d["dpp"] = _digest(y, *paddle.grad([y], [x, lam, alpha], [g]))
+    return d
+
+
+def _table() -> dict:
+    return json.loads(GOLDEN.read_text()) if GOLDEN.exists() else {}
+
+
+def test_kernel_bits_match_the_recorded_arithmetic() -> None:
+    if ops.kernels() is None:
+        pytest.skip("the fast CPU kernels are unavailable here (no compiler, or disabled)")
+    table = _table()
+    entry = table.get(ops.ARITHMETIC, {}).get(ops.isa())
+    if entry is None:
+        pytest.skip(f"no kernel bits recorded for arithmetic {ops.ARITHMETIC} on ISA {ops.isa()}: "
+                    f"record them with `python tests/test_kernel_bits.py` on this machine and commit {GOLDEN.name}")
+    got = compute()
+    changed = sorted(name for name in entry if got.get(name) != entry[name])
+    assert not changed, (f"kernel bits changed for {changed} under arithmetic {ops.ARITHMETIC}: a kernel now computes "
+                         f"other numbers; bump ops.ARITHMETIC (old study records then no longer count) or restore them")
+    assert set(got) == set(entry), "the pinned cases changed: regenerate"
+
+
+def test_the_recorded_arithmetic_has_digests_for_every_case() -> None:
+    """The table is not stale: the current revision is in it, with every case the test computes."""
+    entry = _table().get(ops.ARITHMETIC)
+    assert entry, f"{GOLDEN.name} has no entry for ops.ARITHMETIC = {ops.ARITHMETIC}"
+    names = {f"conv2d/{c[0]}" for c in CONVS} | {"max_pool2x2", "soft_window/soft_2x2", "soft_window/lip_3x3_s2_p1",
+                                                 "stochastic_pool", "dpp"}
+    for isa, digests in entry.items():
+        assert set(digests) == names, f"{GOLDEN.name}: {isa} entry lacks {sorted(names - set(digests))}"
+
+
+if __name__ == "__main__":  # record this machine's bits for the current revision
+    table = _table()
+    table.setdefault(ops.ARITHMETIC, {})[ops.isa()] = compute()
+    GOLDEN.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
+    print(f"recorded {len(table[ops.ARITHMETIC][ops.isa()])} digests for {ops.ARITHMETIC} on {ops.isa()}", file=sys.stderr)
