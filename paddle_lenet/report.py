@@ -168,6 +168,10 @@ def study_figures(summary: dict[str, Any], folder: str) -> list[str]:
         ax.legend(fontsize=7, loc="lower right")
         written.append(_save(fig, folder, "train_vs_test.png"))
 
+    per_class = {label: m["per_class"] for label, m in models.items() if m.get("per_class")}
+    if len(per_class) == len(models):
+        written.append(_per_class_png(summary, per_class, folder))
+
     if not any(m["shift_acc"] for m in models.values()):  # Study.shifts: []
         return written
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -185,6 +189,48 @@ def study_figures(summary: dict[str, Any], folder: str) -> list[str]:
     ax.legend(fontsize=7)
     written.append(_save(fig, folder, "shift.png"))
     return written
+
+
+def _per_class_png(summary: dict[str, Any], per_class: dict[str, dict[str, list[float]]], folder: str) -> str:
+    """Where the accuracy lives: class × model (mean over seeds, a heat map that stays readable for the whole zoo),
+    and beside it where each comparison's difference comes from (its per-class differences, one colour per pair)."""
+    models = list(per_class)
+    names = list(per_class[models[0]])
+    acc = np.array([[100 * per_class[label][n][0] for label in models] for n in names])
+    sd = np.array([[100 * per_class[label][n][1] for label in models] for n in names])
+    pairs = [c for c in summary["comparisons"] if c.get("by_class")]
+    n_seeds = len(summary["seeds"])
+    fig, axes = plt.subplots(1, 2 if pairs else 1, squeeze=False,
+                             figsize=(1.0 * len(models) + 2.6 + (4.2 if pairs else 0), 0.42 * len(names) + 2.2),
+                             gridspec_kw={"width_ratios": [max(1.0, 0.28 * len(models)), 1.0]} if pairs else None)
+    ax = axes[0][0]
+    im = ax.imshow(acc, cmap="viridis", aspect="auto", vmin=min(50.0, float(acc.min())), vmax=100)
+    for i in range(len(names)):
+        for j in range(len(models)):
+            ax.text(j, i, f"{acc[i, j]:.1f}" + (f"\n±{sd[i, j]:.1f}" if len(models) <= 4 else ""), ha="center",
+                    va="center", fontsize=7, color="white" if acc[i, j] < 0.5 * (acc.min() + 100) else "black")
+    ax.set_xticks(range(len(models)), models, rotation=30 if len(models) > 3 else 0, ha="right" if len(models) > 3 else "center",
+                  fontsize=8)
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.set_title(f"per-class test accuracy (%), mean over {n_seeds} seeds", fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.05, pad=0.03, label="accuracy (%)")
+    if pairs:
+        ax = axes[0][1]
+        color = model_colors(models)
+        for k, c in enumerate(pairs):  # classes are categories: stems from zero, not a line through them
+            d = [100 * c["by_class"].get(n, float("nan")) for n in names]
+            y = np.arange(len(names)) + 0.6 * (k - (len(pairs) - 1) / 2) / max(1, len(pairs))
+            col = color.get(c["a"], "C0")
+            ax.hlines(y, 0, d, color=col, lw=1.2)
+            ax.plot(d, y, "o", ms=4, color=col, label=f"{c['a']} − {c['b']}")
+        ax.axvline(0, color="gray", lw=0.8)
+        ax.set_yticks(range(len(names)), [""] * len(names))
+        ax.set_ylim(len(names) - 0.5, -0.5)
+        ax.set_xlabel("difference in the class's accuracy (points)", fontsize=8)
+        ax.set_title("where each difference comes from", fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+    return _save(fig, folder, "per_class.png")
 
 
 def _save(fig: Any, folder: str, name: str) -> str:

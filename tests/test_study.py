@@ -92,8 +92,14 @@ def test_study_outputs_agree(study) -> None:
     assert ("inconclusive (could only detect ≥" in report or "| different |" in report) and "MDE (pts)" in report
     assert "MNIST5k (a 5,000-digit subset" in report and "4,000 train / 1,000 test" in report
     assert "1 epoch per run" in report and not os.path.exists(os.path.join(root, "curves.png"))  # 1 epoch: no curve
-    for fig in ("forest.png", "acc_vs_cost.png", "shift.png"):
+    for fig in ("forest.png", "acc_vs_cost.png", "shift.png", "per_class.png"):
         assert os.path.getsize(os.path.join(root, fig)) > 5000 and f"![{fig}]({fig})" in report
+    # the per-class figure shows the table's numbers: every class's mean over seeds, per model
+    for label, m in s["models"].items():
+        assert set(m["per_class"]) == {str(d) for d in range(10)} and all(0 <= v[0] <= 1 for v in m["per_class"].values())
+        per_seed = [json.load(open(os.path.join(root, "runs", label, f"seed_{i}", "classes.json"))) for i in (0, 1)]
+        for name, (mean, _) in m["per_class"].items():
+            assert mean == pytest.approx(sum(r["per_class_accuracy"][name] for r in per_seed) / 2)
 
 
 def test_study_rerun_skips_finished_runs(study) -> None:
