@@ -198,6 +198,55 @@ struct Wide {
   }
 };
 
+// Layers with tiny outputs (LeNet_BN's 5x5 -> 1x1 convolution) would fill one of L columns per image: there G
+// images sit side by side in one explicit im2col matrix [K][G*P] instead. Every element still sums its products
+// in the same order (depth order; over images then pixels for the weight gradient; channels for dcol), so the
+// results are bit-identical to the per-image path.
+struct Batch {
+  int64_t g, nb;  // images per group (G * P a multiple of L where possible), columns per group (a multiple of L)
+  Batch(int64_t P, int64_t most) {
+    int64_t a = P, b = L;
+    while (b) std::swap(a %= b, b);  // a = gcd(P, L)
+    g = std::max<int64_t>(1, std::min(L / a, most));
+    nb = round_up(g * P, L);
+  }
+};
+
+// when the wide grid would be more than half padding (outputs of 3x3 or smaller)
+bool batched(const Geom& g) {
+  const int64_t wph = (g.w + 2 * g.p + g.s - 1) / g.s;
+  return 2 * g.P() <= round_up(g.ho * wph, L);
+}
+
+// col[k][off + q] = x[c][oh*s-p+kh][ow*s-p+kw] (zero outside the image), k = (c, kh, kw), q = (oh, ow)
+void im2col_at(const Geom& g, const float* x, float* col, int64_t ld, int64_t off) {
+  for (int64_t c = 0; c < g.c; ++c)
+    for (int64_t kh = 0; kh < g.k; ++kh)
+      for (int64_t kw = 0; kw < g.k; ++kw) {
+        float* row = col + ((c * g.k + kh) * g.k + kw) * ld + off;
+        for (int64_t oh = 0; oh < g.ho; ++oh)
+          for (int64_t ow = 0; ow < g.wo; ++ow) {
+            const int64_t ih = oh * g.s - g.p + kh, iw = ow * g.s - g.p + kw;
+            row[oh * g.wo + ow] = (ih >= 0 && ih < g.h && iw >= 0 && iw < g.w) ? x[(c * g.h + ih) * g.w + iw] : 0.f;
+          }
+      }
+}
+
+// x = im2col_at's adjoint: every entry added back where it was copied from, in depth order (x zeroed first)
+void col2im_at(const Geom& g, const float* col, int64_t ld, int64_t off, float* x) {
+  std::fill(x, x + g.in_size(), 0.f);
+  for (int64_t c = 0; c < g.c; ++c)
+    for (int64_t kh = 0; kh < g.k; ++kh)
+      for (int64_t kw = 0; kw < g.k; ++kw) {
+        const float* row = col + ((c * g.k + kh) * g.k + kw) * ld + off;
+        for (int64_t oh = 0; oh < g.ho; ++oh)
+          for (int64_t ow = 0; ow < g.wo; ++ow) {
+            const int64_t ih = oh * g.s - g.p + kh, iw = ow * g.s - g.p + kw;
+            if (ih >= 0 && ih < g.h && iw >= 0 && iw < g.w) x[(c * g.h + ih) * g.w + iw] += row[oh * g.wo + ow];
+          }
+      }
+}
+
 }  // namespace
 
 std::vector<paddle::Tensor> Conv2dForward(const paddle::Tensor& x, const paddle::Tensor& w,
@@ -212,6 +261,26 @@ std::vector<paddle::Tensor> Conv2dForward(const paddle::Tensor& x, const paddle:
   std::vector<float> wpad(Op * K, 0.f);  // weights as [Op][K], zero rows past O
   std::copy(w.data<float>(), w.data<float>() + g.o * K, wpad.begin());
   const auto wrow = strided(Op, K);
+  if (batched(g)) {
+    const Batch bt(g.P(), g.n);
+    const auto crow = strided(K, bt.nb);
+    const int64_t groups = (g.n + bt.g - 1) / bt.g, P = g.P();
+#pragma omp parallel num_threads(num_threads(threads))
+    {
+      std::vector<float> col(K * bt.nb, 0.f), res(Op * bt.nb);
+#pragma omp for schedule(static)
+      for (int64_t gi = 0; gi < groups; ++gi) {
+        const int64_t n0 = gi * bt.g, m = std::min(bt.g, g.n - n0);
+        std::fill(col.begin(), col.end(), 0.f);
+        for (int64_t j = 0; j < m; ++j) im2col_at(g, xp + (n0 + j) * g.in_size(), col.data(), bt.nb, j * P);
+        gemm<false>(Op, bt.nb, K, wpad.data(), wrow.data(), col.data(), crow.data(), res.data(), bt.nb);
+        for (int64_t j = 0; j < m; ++j)
+          for (int64_t o = 0; o < g.o; ++o)
+            for (int64_t q = 0; q < P; ++q) op[((n0 + j) * g.o + o) * P + q] = res[o * bt.nb + j * P + q] + bp[o];
+      }
+    }
+    return {out};
+  }
   const Wide wide(g.c, g.h, g.w, g.k, g.s, g.p, g.ho, K);
   const int64_t N = wide.qp, ld = wide.wph;
 #pragma omp parallel num_threads(num_threads(threads))
@@ -254,6 +323,49 @@ std::vector<paddle::Tensor> Conv2dBackward(const paddle::Tensor& x, const paddle
   const auto wtrow = strided(Kp, g.o), grow = strided(g.o, Q);
   // per chunk: dW^T [Kp][Ol] and db [O]
   std::vector<float> dwt(CHUNKS * Kp * Ol, 0.f), dbc(CHUNKS * g.o, 0.f);
+  if (batched(g)) {
+    const Batch bt(g.P(), (g.n + CHUNKS - 1) / CHUNKS);  // groups stay inside a chunk (the unit of reduction)
+    const auto crow = strided(Kp, bt.nb), gtb_row = strided(bt.nb, Ol), gbrow = strided(g.o, bt.nb);
+#pragma omp parallel num_threads(num_threads(threads))
+    {
+      std::vector<float> col(Kp * bt.nb, 0.f), gt(bt.nb * Ol, 0.f), gbuf(g.o * bt.nb, 0.f);
+      std::vector<float> dcol(need_dx ? Kp * bt.nb : 0);
+#pragma omp for schedule(static)
+      for (int64_t chunk = 0; chunk < CHUNKS; ++chunk) {
+        float* my_dwt = dwt.data() + chunk * Kp * Ol;
+        float* my_db = dbc.data() + chunk * g.o;
+        const int64_t end = chunk_begin(chunk + 1, g.n);
+        for (int64_t n0 = chunk_begin(chunk, g.n); n0 < end; n0 += bt.g) {
+          const int64_t m = std::min(bt.g, end - n0);
+          std::fill(col.begin(), col.end(), 0.f);
+          std::fill(gt.begin(), gt.end(), 0.f);
+          std::fill(gbuf.begin(), gbuf.end(), 0.f);
+          for (int64_t j = 0; j < m; ++j) {
+            const float* go = gp + (n0 + j) * g.o * P;
+            for (int64_t o = 0; o < g.o; ++o) {  // db per image, pixel order: as the per-image path
+              float sum = 0.f;
+              for (int64_t q = 0; q < P; ++q) sum += go[o * P + q];
+              my_db[o] += sum;
+            }
+            for (int64_t o = 0; o < g.o; ++o)
+              for (int64_t q = 0; q < P; ++q) {
+                gt[(j * P + q) * Ol + o] = go[o * P + q];
+                gbuf[o * bt.nb + j * P + q] = go[o * P + q];
+              }
+            im2col_at(g, xp + (n0 + j) * g.in_size(), col.data(), bt.nb, j * P);
+          }
+          if (narrow) {
+            gemm_tiled<true, NRB, NL>(Kp, Ol, bt.nb, col.data(), crow.data(), gt.data(), gtb_row.data(), my_dwt, Ol);
+          } else {
+            gemm<true>(Kp, Ol, bt.nb, col.data(), crow.data(), gt.data(), gtb_row.data(), my_dwt, Ol);
+          }
+          if (!need_dx) continue;
+          gemm<false>(Kp, bt.nb, g.o, wt.data(), wtrow.data(), gbuf.data(), gbrow.data(), dcol.data(), bt.nb);
+          for (int64_t j = 0; j < m; ++j) col2im_at(g, dcol.data(), bt.nb, j * P, dxp + (n0 + j) * g.in_size());
+        }
+      }
+    }
+  } else {
 #pragma omp parallel num_threads(num_threads(threads))
   {
     std::vector<float> buf(wide.size, 0.f), gt(Q * Ol, 0.f);
@@ -299,6 +411,7 @@ std::vector<paddle::Tensor> Conv2dBackward(const paddle::Tensor& x, const paddle
         wide.unpad(dpad.data(), g.c, g.h, g.w, dxp + n * g.in_size());
       }
     }
+  }
   }
   float* dwp = dw.data<float>();
   float* dbp = db.data<float>();
