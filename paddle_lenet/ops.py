@@ -18,6 +18,7 @@ import io
 import logging
 import os
 import platform
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -106,15 +107,16 @@ def _load() -> Any:
                     print(f"paddle_lenet: kernels ready ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
                 return module
             except Exception:
-                if fresh:
-                    raise
-                # a build left damaged (e.g. a compile interrupted by Ctrl-C): remove it and build once more
-                import shutil
-
+                if not (root / name).exists():
+                    raise  # nothing left behind to blame: no compiler, or the source does not compile
+                # a build left damaged or half-made (a compile, or the loader's setup before it, interrupted by
+                # Ctrl-C): the loader trips over its leftovers; remove them and build once more
                 shutil.rmtree(root / name, ignore_errors=True)
-                print("paddle_lenet: rebuilding the fast CPU kernels (the cached build was damaged) ...",
-                      file=sys.stderr, flush=True)
-                return build()
+                print(f"paddle_lenet: rebuilding the fast CPU kernels (an earlier build was "
+                      f"{'left incomplete' if fresh else 'damaged'}) ...", file=sys.stderr, flush=True)
+                module = build()
+                print(f"paddle_lenet: kernels ready ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
+                return module
         finally:
             logger.setLevel(level)
 

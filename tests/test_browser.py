@@ -7,10 +7,12 @@ Chromium (`.ci/run`) and sets ``PADDLE_LENET_BROWSER_REQUIRED=1``, which turns a
 
 from __future__ import annotations
 
+import contextlib
 import html
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -35,11 +37,16 @@ def _free_port() -> int:
 
 def _render(url: str, profile: str, lang: str) -> str:
     """The page's visible text after its scripts ran: tags become '|', entities are decoded."""
-    p = subprocess.run([BROWSER, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", f"--lang={lang}",
-                        f"--user-data-dir={profile}", "--virtual-time-budget=20000", "--dump-dom", url],
-                       capture_output=True, text=True, timeout=120)
-    assert p.returncode == 0, p.stderr[-2000:]
-    text = re.sub(r"<(style|script)\b.*?</\1>", "", p.stdout, flags=re.S)
+    p = subprocess.Popen([BROWSER, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", f"--lang={lang}",
+                          f"--user-data-dir={profile}", "--virtual-time-budget=20000", "--dump-dom", url],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:  # generous: on a loaded 2-core machine the browser's start alone can take a minute
+        out, err = p.communicate(timeout=400)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGKILL)  # the browser's helper processes too
+    assert p.returncode == 0, err[-2000:]
+    text = re.sub(r"<(style|script)\b.*?</\1>", "", out, flags=re.S)
     return html.unescape(re.sub(r"\|+", "|", re.sub(r"<[^>]+>", "|", text)))
 
 
