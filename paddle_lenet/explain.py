@@ -30,6 +30,16 @@ def study_runs(study_root: str, label: str) -> list[str]:
     return runs
 
 
+def paired_study_runs(study_root: str, a: str, b: str) -> tuple[list[str], list[str]]:
+    """The finished runs of two models of a study, restricted to the seeds both have (a study stopped between
+    runs has one more of one model), so that seed i of each list is the same seed."""
+    ra, rb = study_runs(study_root, a), study_runs(study_root, b)
+    seeds = {os.path.basename(r) for r in ra} & {os.path.basename(r) for r in rb}
+    if not seeds:
+        raise RunFolderError(f"'{a}' and '{b}' have no finished seed in common under {study_root}")
+    return [r for r in ra if os.path.basename(r) in seeds], [r for r in rb if os.path.basename(r) in seeds]
+
+
 def _same_test_set(runs: list[LoadedRun]) -> None:
     prints = {(r.metrics or {}).get("test_fingerprint") for r in runs}
     if len(prints) > 1:

@@ -105,7 +105,7 @@ def study_figures(summary: dict[str, Any], folder: str) -> list[str]:
     # forest plot: sorted, so the ranking reads top to bottom; the reference model is marked
     stats_ = {label: _ci95(m["acc_top1_runs"]) for label, m in models.items()}
     order = sorted(models, key=lambda label: stats_[label][0])
-    fig, ax = plt.subplots(figsize=(5.6, 0.38 * len(order) + 1.3))
+    fig, ax = plt.subplots(figsize=(5.6, 0.38 * len(order) + 1.6))
     for y, label in enumerate(order):
         mu, half = stats_[label]
         ax.errorbar(100 * mu, y, xerr=100 * half, fmt="o", color=color[label], capsize=3)
@@ -114,7 +114,8 @@ def study_figures(summary: dict[str, Any], folder: str) -> list[str]:
     ax.axvline(100 * stats_[ref][0], color=color[ref], lw=0.8, ls="--")
     ax.set_yticks(range(len(order)), [f"{label} (reference)" if label == ref else label for label in order])
     ax.set(xlabel="test accuracy, top-1 (%)",
-           title=f"{summary['study']}\nmean and 95% CI over {n_seeds} seed{'s' if n_seeds != 1 else ''}; grey dots: each run")
+           title=f"{summary['study']}\nmean and 95% CI over {n_seeds} seed{'s' if n_seeds != 1 else ''}\ngrey dots: each run")
+    ax.title.set_fontsize(9)
     ax.grid(axis="x", alpha=0.3)
     written.append(_save(fig, folder, "forest.png"))
 
@@ -398,6 +399,17 @@ def gallery_png(result: dict[str, Any], data: ArrayData, names: tuple[str, str],
     """Two rows of test images: right for A and wrong for B (in every seed), and the reverse; each titled with the
     true label, the winner's probability of it and the loser's prediction."""
     sides = [("a_only", names[0], names[1]), ("b_only", names[1], names[0])]
+    if not any(result[s] for s, _, _ in sides):  # nothing to show is the finding: say it, with the per-seed counts
+        per = result.get("per_seed") or []
+        mean = [np.mean([d[k] for d in per]) if per else float("nan") for k in ("a_only", "b_only")]
+        fig, ax = plt.subplots(figsize=(6.4, 2.2))
+        ax.axis("off")
+        ax.text(0.5, 0.5, f"No test image is right in every one of the {result['seeds']} seeds of one model\n"
+                          f"and wrong in every seed of the other.\nSeed by seed: {names[0]} right and {names[1]} wrong "
+                          f"on {mean[0]:.0f} images on average,\nthe reverse on {mean[1]:.0f}: run-to-run noise, "
+                          f"not a systematic difference.", ha="center", va="center", fontsize=9, wrap=True)
+        ax.set_title(f"where {names[0]} and {names[1]} disagree in all {result['seeds']} seeds", fontsize=10)
+        return _write_png(fig, out)
     cols = max(1, min(per_side, max(len(result[s]) for s, _, _ in sides)))
     fig, axes = plt.subplots(2, cols, figsize=(1.55 * cols + 1.2, 4.4), squeeze=False)
     for r, (side, win, lose) in enumerate(sides):

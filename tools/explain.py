@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.job == "disagree":
         if args.study and args.pair:
-            a, b = (explain.study_runs(args.study, label) for label in args.pair)
+            a, b = explain.paired_study_runs(args.study, *args.pair)
             names = tuple(args.pair)
         elif args.a and args.b:
             a, b = args.a, args.b
