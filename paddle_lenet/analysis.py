@@ -80,7 +80,7 @@ def disagreements(probs_a: Sequence[np.ndarray], probs_b: Sequence[np.ndarray], 
     a_only, b_only = pick(right_a, right_b, mean_a, mean_b), pick(right_b, right_a, mean_b, mean_a)
     # seed i of each list as a pair (lists of unequal length: the first min(len) pairs)
     per_seed = [{"a_only": int((ra & ~rb).sum()), "b_only": int((rb & ~ra).sum())}
-                for ra, rb in zip(right_a, right_b)]
+                for ra, rb in zip(right_a, right_b, strict=False)]
     by_class = {n: {"a_only": sum(d["label"] == n for d in a_only), "b_only": sum(d["label"] == n for d in b_only)}
                 for n in names}
     return {"seeds": len(probs_a), "a_only_count": len(a_only), "b_only_count": len(b_only), "per_seed": per_seed,
