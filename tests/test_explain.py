@@ -127,3 +127,21 @@ def test_the_notebook_runs_top_to_bottom(tmp_path) -> None:
     images = sum(1 for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if "image/png" in o.get("data", {}))
     assert images >= 5
     assert os.path.exists(tmp_path / "feature_maps.png") and os.path.exists(tmp_path / "saliency.png")
+
+
+def test_a_gallery_with_nothing_to_show_says_so(tmp_path) -> None:
+    """Many seeds can leave no image that one model wins in every seed: the figure states that, with the per-seed
+    counts, instead of drawing empty frames (the data set is not needed: no image is shown)."""
+    from PIL import Image
+
+    from paddle_lenet.report import gallery_png
+
+    y = np.array([[0], [1], [2], [0]])
+    a = [np.eye(3)[[0, 1, 2, 1]], np.eye(3)[[0, 2, 2, 0]]]  # seed 0 misses image 3, seed 1 misses image 1
+    b = [np.eye(3)[[0, 1, 1, 0]], np.eye(3)[[0, 1, 2, 0]]]  # seed 0 misses image 2
+    r = analysis.disagreements(a, b, y, ["x", "y", "z"])
+    assert r["a_only_count"] == r["b_only_count"] == 0 and r["per_seed"] == [{"a_only": 1, "b_only": 1},
+                                                                             {"a_only": 0, "b_only": 1}]
+    png = gallery_png(r, None, ("A", "B"), str(tmp_path / "g.png"))
+    w, h = Image.open(png).size
+    assert w > 500 and h < 400  # one text panel, not two rows of empty frames
