@@ -10,8 +10,10 @@ import numpy as np
 import paddle
 import paddle.nn as nn
 import pytest
+from PIL import Image
 
 from paddle_lenet import analysis
+from paddle_lenet.report import gallery_png
 
 from .conftest import ROOT, tool
 
@@ -132,10 +134,6 @@ def test_the_notebook_runs_top_to_bottom(tmp_path) -> None:
 def test_a_gallery_with_nothing_to_show_says_so(tmp_path) -> None:
     """Many seeds can leave no image that one model wins in every seed: the figure states that, with the per-seed
     counts, instead of drawing empty frames (the data set is not needed: no image is shown)."""
-    from PIL import Image
-
-    from paddle_lenet.report import gallery_png
-
     y = np.array([[0], [1], [2], [0]])
     a = [np.eye(3)[[0, 1, 2, 1]], np.eye(3)[[0, 2, 2, 0]]]  # seed 0 misses image 3, seed 1 misses image 1
     b = [np.eye(3)[[0, 1, 1, 0]], np.eye(3)[[0, 1, 2, 0]]]  # seed 0 misses image 2
