@@ -5,8 +5,11 @@ from __future__ import annotations
 import glob
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 import warnings
 from typing import Any
 
@@ -69,3 +72,21 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> str:
     for cfg, name in (("configs/lenet.yml", "lenet"), ("configs/lenet_nopool.yml", "lenet_nopool")):
         tool("train", *mnist_args(out, name, cfg, 2), check=True)
     return out
+
+
+def start_dashboard(logdir: str) -> tuple[subprocess.Popen, str]:
+    """``tools/dashboard.py`` on a free port, once it answers; returns the process (the caller stops it) and the
+    app's base URL."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "tools", "dashboard.py"), "--logdir", logdir,
+                             "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}/app"
+    for _ in range(120):
+        try:
+            urllib.request.urlopen(base + "/api/runs", timeout=2)
+            break
+        except OSError:
+            time.sleep(0.5)
+    return proc, base

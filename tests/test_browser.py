@@ -13,26 +13,16 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
-import sys
-import time
-import urllib.request
 
 import pytest
 
-from .conftest import ROOT, mnist_args, tool
+from .conftest import mnist_args, start_dashboard, tool
 
 BROWSER = next((b for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
 if BROWSER is None and os.environ.get("PADDLE_LENET_BROWSER_REQUIRED"):
     raise RuntimeError("PADDLE_LENET_BROWSER_REQUIRED is set but no chromium is installed (apt-get install chromium)")
 pytestmark = pytest.mark.skipif(BROWSER is None, reason="no headless Chromium here (apt-get install chromium); CI has one")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _render(url: str, profile: str, lang: str) -> str:
@@ -61,17 +51,8 @@ def two_runs(tmp_path_factory) -> str:
 
 
 def test_scalar_and_hparams_pages_render_every_run_in_a_browser(two_runs, tmp_path) -> None:
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "tools", "dashboard.py"), "--logdir", two_runs,
-                             "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    base = f"http://127.0.0.1:{port}/app"
+    proc, base = start_dashboard(two_runs)
     try:
-        for _ in range(120):
-            try:
-                urllib.request.urlopen(base + "/api/runs", timeout=2)
-                break
-            except OSError:
-                time.sleep(0.5)
         # a German browser: plain `visualdl` answers it with HTTP 500
         scalar = _render(base + "/scalar", str(tmp_path / "p1"), "de-DE")
         hp = _render(base + "/hyper-parameter", str(tmp_path / "p2"), "en-US")

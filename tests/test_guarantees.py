@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from .conftest import MNIST5K, ROOT, metrics, mnist_args, one_error_line, read_vdl, tool
+from .conftest import MNIST5K, ROOT, metrics, mnist_args, one_error_line, read_vdl, start_dashboard, tool
 
 
 @pytest.fixture(scope="module")
@@ -238,24 +237,9 @@ def test_vdl_train_curves_are_per_batch(run2) -> None:
     assert len(acc) == 126 and min(acc.values()) < 0.5 < max(acc.values())
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_dashboard_serves_every_locale_with_the_logged_values(run2) -> None:
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "tools", "dashboard.py"), "--logdir", run2,
-                             "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    base = f"http://127.0.0.1:{port}/app"
+    proc, base = start_dashboard(run2)
     try:
-        for _ in range(120):
-            try:
-                urllib.request.urlopen(base + "/api/runs", timeout=2)
-                break
-            except OSError:
-                time.sleep(0.5)
 
         def get(path: str, lang: str | None = None) -> tuple[int, bytes]:
             req = urllib.request.Request(base + path, headers={"Accept-Language": lang} if lang else {})
