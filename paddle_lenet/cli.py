@@ -86,6 +86,7 @@ class ArgParser(argparse.ArgumentParser):
     """argparse with the package's error format: one stderr line, exit 2 (argparse prints usage first)."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
+        _hold_signals()
         print(f"error: {message}; see {self.prog} --help", file=sys.stderr, flush=True)
         sys.exit(2)
 
@@ -194,30 +195,55 @@ def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None =
         require_paddle()
         code = main(argv)
     except UserError as e:
+        _hold_signals()
         print(f"error: {e}", file=sys.stderr, flush=True)
         code = e.exit_code
     except TrainingStopped as e:
+        _hold_signals()
         print(f"stopped: {e}", file=sys.stderr, flush=True)
         code = e.exit_code
     except BrokenPipeError:  # `tool | head`: the reader has what it wanted
+        _hold_signals()
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
-        sys.exit(0)
+        _exit(0)
     except KeyboardInterrupt:
+        _hold_signals()
         print("stopped: SIGINT", file=sys.stderr, flush=True)
         code = 130
     except MemoryError:
+        _hold_signals()
         print("error: out of memory; use a smaller Data.batch_size or Data.train_limit", file=sys.stderr, flush=True)
         code = 2
     except OSError as e:  # the file system refused something not wrapped closer to the write
+        _hold_signals()
         print(f"error: {fs_error(e)}", file=sys.stderr, flush=True)
         code = 2
-    except SystemExit:
-        raise
+    except SystemExit as e:  # argparse's errors and --help
+        _hold_signals()
+        if e.code is None or isinstance(e.code, int):
+            code = e.code
+        else:
+            print(e.code, file=sys.stderr, flush=True)
+            code = 1
     except Exception as e:
+        _hold_signals()
         code = _internal_error(e)
     try:
         sys.stdout.flush()
     except BrokenPipeError:
+        _hold_signals()
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    sys.exit(code or 0)
+    _exit(code or 0)
+
+
+def _hold_signals() -> None:
+    """From the moment the answer is decided, SIGINT/SIGTERM wait: a signal must neither add a second line after
+    the error line nor — interpreter shutdown puts the default handlers back — end the process with −15."""
+    with contextlib.suppress(ValueError, OSError):
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+
+
+def _exit(code: int) -> None:
+    _hold_signals()
+    sys.exit(code)
