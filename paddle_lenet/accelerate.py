@@ -98,6 +98,17 @@ _SWAPS: dict[type, tuple[type, object]] = {
 }
 
 
+# accelerated class → the kernel of ops.REVISIONS that computes it (a run's arithmetic revision is theirs)
+KERNELS: dict[type, str] = {
+    FastConv2D: "conv2d",
+    FastMaxPool2D: "max_pool2x2",
+    FastStochasticPool: "stochastic_pool",
+    FastSoftPool: "soft_window",
+    FastLIPPool: "soft_window",
+    FastDPPPool: "dpp",
+}
+
+
 def accelerate(net: nn.Layer) -> nn.Layer:
     """Put ``net``'s layers on the package's CPU kernels, in place; returns ``net``.
 
@@ -115,3 +126,8 @@ def accelerated_layers(net: nn.Layer) -> list[str]:
     """Names of the sublayers the pass put on the kernels (what a run records as its arithmetic)."""
     fast = tuple(cls for cls, _ in _SWAPS.values())
     return [name or "(model)" for name, layer in net.named_sublayers(include_self=True) if isinstance(layer, fast)]
+
+
+def kernels_used(net: nn.Layer) -> list[str]:
+    """The kernels ``net``'s accelerated layers call (sorted names of ``ops.REVISIONS``): what its arithmetic is."""
+    return sorted({KERNELS[type(layer)] for layer in net.sublayers(include_self=True) if type(layer) in KERNELS})

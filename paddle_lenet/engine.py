@@ -24,7 +24,7 @@ import paddle
 
 from . import checkpoint as ckpt
 from . import ops
-from .accelerate import accelerate, accelerated_layers
+from .accelerate import accelerate, accelerated_layers, kernels_used
 from .analysis import class_names, per_class, predict
 from .config import dump, run_dir
 from .data import DATASETS, ArrayData, ArrayLoader, EpochBatchSampler, fingerprint, load_split
@@ -229,9 +229,8 @@ class Experiment:
         Recorded in every checkpoint and ``metrics.json``: the two give the same function but not the same last
         bits, so a resumed run or a study must not mix them unknowingly.
         """
-        on_kernels = (self.cfg["Global"]["fast"] and self.device == "cpu" and ops.kernels() is not None
-                      and bool(accelerated_layers(self.net)))
-        return {"kernels": ops.revision() if on_kernels else None, "fast": self.cfg["Global"]["fast"],
+        return {"kernels": _kernel_revision(self.net, self.cfg["Global"]["fast"], self.device),
+                "fast": self.cfg["Global"]["fast"],
                 "isa": ops.isa(), "paddle": paddle.__version__}
 
     def load_weights(self, path: str, own: bool = True) -> str:
@@ -251,6 +250,32 @@ class Experiment:
 
     def test_fingerprint(self) -> str:
         return fingerprint(self.test_data)
+
+
+def _kernel_revision(net: paddle.nn.Layer, fast: bool, device: str) -> str | None:
+    """The arithmetic revision of the kernels ``net`` computes with (None: Paddle's own ops)."""
+    if fast and device == "cpu" and ops.kernels() is not None and accelerated_layers(net):
+        return ops.revision(kernels_used(net))
+    return None
+
+
+def _accelerated_net(cfg: dict[str, Any]) -> paddle.nn.Layer:
+    a = cfg["Arch"]
+    kwargs = {k: v for k, v in a.items() if k != "name"}
+    kwargs["num_classes"] = a["num_classes"] or 10  # the classes do not change which kernels compute the layers
+    with paddle.utils.unique_name.guard():
+        return accelerate(create_model(a["name"], **kwargs))
+
+
+def model_kernels(cfg: dict[str, Any]) -> list[str]:
+    """The kernels (names of ``ops.REVISIONS``) that compute ``cfg``'s model on the fast path."""
+    return kernels_used(_accelerated_net(cfg))
+
+
+def planned_kernels(cfg: dict[str, Any], device: str) -> str | None:
+    """What a run of ``cfg`` would record as its kernels' revision on ``device``, without data or training: a study
+    compares it with a committed record's before counting that record as its run."""
+    return _kernel_revision(_accelerated_net(cfg), cfg["Global"]["fast"], device)
 
 
 def _duration(seconds: float) -> str:

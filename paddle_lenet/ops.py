@@ -22,6 +22,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
 from . import _paddle  # noqa: F401  (paddle without its import-time warnings)
@@ -31,7 +32,9 @@ import paddle.nn.functional as F
 from .stdio import captured_stderr
 
 SOURCE = Path(__file__).parent / "csrc" / "conv2d_cpu.cc"
-CFLAGS = ["-O3", "-march=native", "-mprefer-vector-width=512", "-fopenmp"]
+# -fno-trapping-math: lets GCC turn the clamps and selects of the exp/log polynomials into vector blends, so the
+# pooling kernels' loops over windows vectorise (no reassociation; adding it moved no bit of any kernel, test_kernel_bits)
+CFLAGS = ["-O3", "-march=native", "-mprefer-vector-width=512", "-fno-trapping-math", "-fopenmp"]
 
 _module: Any = None
 _tried = False
@@ -145,16 +148,40 @@ def kernels() -> Any:
     return _module
 
 
-# The kernels' arithmetic revision: which bits they compute, not which source computes them. It was the source
-# hash of the first kernels that studies were recorded with; a change that keeps every output bit (a faster tile, a
-# stride-2 convolution without im2col adding the same products in the same order) keeps it, so recorded study runs
-# stay valid; a change that moves any bit must bump it. tests/test_kernel_bits.py pins the bits of every kernel.
-ARITHMETIC = "e21a994dce6a"
+# The kernels' arithmetic revisions: which bits each kernel computes, not which source computes them. A change that
+# keeps every output bit of a kernel (a faster tile, a stride-2 convolution without im2col adding the same products in
+# the same order) keeps its revision, so recorded study runs stay valid; a change that moves any bit bumps that
+# kernel's revision, and only the runs of models that use that kernel stop counting. LEGACY is the source hash of the
+# first kernels that studies were recorded with; a kernel still at LEGACY adds nothing to a run's revision string,
+# so records made before kernels had revisions of their own keep matching. tests/test_kernel_bits.py pins the bits of
+# every kernel at its revision.
+LEGACY = "e21a994dce6a"
+REVISIONS = {
+    "conv2d": LEGACY,
+    "max_pool2x2": LEGACY,
+    "soft_window": LEGACY,
+    "stochastic_pool": LEGACY,
+    "dpp": "2",  # windows side by side in vector registers (the same formula, other rounding)
+}
 
 
-def revision() -> str:
-    """The kernels' arithmetic revision: results computed with other arithmetic are not the same runs."""
-    return ARITHMETIC
+def revision(kernels: Iterable[str] | None = None) -> str:
+    """The arithmetic revision of a computation that uses ``kernels`` (names of :data:`REVISIONS`; None: all):
+    runs computed with other arithmetic are not the same runs. ``LEGACY`` plus ``+name.rev`` for each kernel
+    whose bits changed since, e.g. ``e21a994dce6a+dpp.2``."""
+    names = sorted(REVISIONS if kernels is None else set(kernels))
+    unknown = [n for n in names if n not in REVISIONS]
+    if unknown:
+        raise KeyError(f"no such kernel: {unknown[0]}")
+    return LEGACY + "".join(f"+{n}.{REVISIONS[n]}" for n in names if REVISIONS[n] != LEGACY)
+
+
+def kernel_revisions(recorded: str, kernels: Iterable[str]) -> dict[str, str]:
+    """Each of ``kernels``' revision in a recorded revision string (see :func:`revision`): its ``+name.rev`` part,
+    else the string's base."""
+    base, *parts = recorded.split("+")
+    over = dict(p.split(".", 1) for p in parts if "." in p)
+    return {n: over.get(n, base) for n in set(kernels) | set(over)}
 
 
 def isa() -> str:

@@ -117,9 +117,13 @@ def record_state(st: dict[str, Any], job: dict[str, Any], shifts: list[int], dat
     if set(shift) != {str(k) for k in shifts}:
         return "stale: its record measured other shifts"
     kernels = (metrics.get("arithmetic") or {}).get("kernels")
-    if "kernels" in data and kernels != data["kernels"]:
-        return (f"stale: its record was computed with {'kernels ' + kernels if kernels else 'Paddle ops'}, this "
-                f"machine computes with {'kernels ' + data['kernels'] if data['kernels'] else 'Paddle ops'}")
+    if "device" in data:
+        from .engine import planned_kernels
+
+        want = planned_kernels(job["cfg"], data["device"])
+        if kernels != want:
+            return (f"stale: its record was computed with {'kernels ' + kernels if kernels else 'Paddle ops'}, this "
+                    f"machine computes with {'kernels ' + want if want else 'Paddle ops'}")
     if data.get("fingerprint") and metrics.get("test_fingerprint") != data["fingerprint"]:
         return f"stale: its record was evaluated on another test set (fingerprint {metrics.get('test_fingerprint')})"
     return "record"
@@ -377,16 +381,14 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
 
 
 def _here(base: dict[str, Any]) -> dict[str, Any]:
-    """What this machine would compute a run with: its kernels' revision (or None: Paddle's ops) and the test set's
+    """Where this machine would compute a run (the device: with it, each job's kernel revision) and the test set's
     fingerprint. A record made with other arithmetic or on another test set is not this study's run."""
-    from . import ops
     from .data import fingerprint, load_split
     from .engine import select_device
 
     g, d = base["Global"], base["Data"]
-    on_cpu = select_device(g["device"]) == "cpu"
-    kernels = ops.revision() if g["fast"] and on_cpu and ops.kernels() is not None else None
-    return {"kernels": kernels, "fingerprint": fingerprint(load_split(d["name"], d["root"], "test"))}
+    return {"device": select_device(g["device"]),
+            "fingerprint": fingerprint(load_split(d["name"], d["root"], "test"))}
 
 
 def run_study(path: str, overrides: list[str], shard: tuple[int, int] | None = None,
@@ -450,7 +452,10 @@ def run_study(path: str, overrides: list[str], shard: tuple[int, int] | None = N
     missing = [f"{j['label']}/seed_{j['seed']}" for j in jobs if states[id(j)] not in finished and report_only]
     from .report import write_study_report
 
-    summary = summarize(base, results, _total_wall_seconds(records_dir(st)), missing)
+    from .engine import model_kernels
+
+    uses = {j["label"]: model_kernels(j["cfg"]) for j in {j["label"]: j for j in jobs}.values()}
+    summary = summarize(base, results, _total_wall_seconds(records_dir(st)), missing, uses)
     write_study_report(summary, st["root"])
     if missing:
         print(f"{len(missing)} of {len(jobs)} runs are missing from the report: {', '.join(missing[:6])}"
@@ -479,8 +484,35 @@ def _total_wall_seconds(root: str) -> float:
     return total + (max(shards) if shards else 0.0)
 
 
+def _one_arithmetic(results: list[dict[str, Any]], uses: dict[str, list[str]]) -> str | None:
+    """The study's kernel revision (None: Paddle's ops), after checking that every kernel computed all the runs that
+    use it with the same bits: a model whose kernels did not change keeps its runs when another kernel's bits do.
+    ``uses``: the kernels of each label's model."""
+    from . import ops
+
+    recorded = {r["label"]: set() for r in results}
+    for r in results:
+        recorded[r["label"]].add((r["metrics"].get("arithmetic") or {}).get("kernels"))
+    if len({k is None for ks in recorded.values() for k in ks}) > 1:
+        raise RunFolderError("the study mixes runs computed with the package's kernels and with Paddle's ops; re-run "
+                             "the runs of one kind (Global.fast)")
+    revs: dict[str, set[str]] = {}
+    for label, ks in recorded.items():
+        for k in ks - {None}:
+            for name, rev in ops.kernel_revisions(k, uses.get(label, [])).items():
+                revs.setdefault(name, set()).add(rev)
+    mixed = {n: sorted(v) for n, v in revs.items() if len(v) > 1}
+    if mixed:
+        n, v = next(iter(sorted(mixed.items())))
+        raise RunFolderError(f"the study's runs were computed with different arithmetic (kernel {n} at revisions "
+                             f"{', '.join(v)}); re-run the runs of the older code")
+    if any(None in ks for ks in recorded.values()):
+        return None
+    return ops.LEGACY + "".join(f"+{n}.{v}" for n, (v,) in sorted(revs.items()) if v != ops.LEGACY)
+
+
 def summarize(base: dict[str, Any], results: list[dict[str, Any]], wall: float,
-              missing: list[str] | None = None) -> dict[str, Any]:
+              missing: list[str] | None = None, uses: dict[str, list[str]] | None = None) -> dict[str, Any]:
     """Per-model statistics and pairwise tests, stating the settings the runs *recorded*, not the request."""
     from .data import DATASETS
 
@@ -532,10 +564,7 @@ def summarize(base: dict[str, Any], results: list[dict[str, Any]], wall: float,
 
     name = agreed("dataset")
     agreed("test_fingerprint")  # the same test set for every run, whichever machine ran it
-    kernels = sorted({str((m.get("arithmetic") or {}).get("kernels")) for m in recorded})
-    if len(kernels) > 1:
-        raise RunFolderError(f"the study's runs were computed with different arithmetic (kernel revisions "
-                             f"{', '.join(kernels)}; 'None': Paddle's ops); re-run the runs of the older code")
+    kernels = _one_arithmetic(results, uses or {})
     isas = sorted({(m.get("arithmetic") or {}).get("isa", "unknown") for m in recorded})
     info = DATASETS.get(name)
     return {"study": st["name"], "study_root": st["root"], "dataset": name,
@@ -546,7 +575,7 @@ def summarize(base: dict[str, Any], results: list[dict[str, Any]], wall: float,
             "family": (f"{len(comparisons)} comparisons of acc_top1 (Study.compare); p-values Holm-adjusted over them"
                        if len(comparisons) > 1 else "one comparison"),
             "alpha": st["alpha"], "equivalence_margin": st["equivalence_margin"],
-            "arithmetic": {"kernels": kernels[0], "isa": isas},
+            "arithmetic": {"kernels": kernels, "isa": isas},
             "paper": st["paper"], "missing_runs": missing or [], "wall_seconds": round(wall, 1),
             "machine": f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPU cores, "
                        f"{st['workers']} worker(s)"}

@@ -1,11 +1,13 @@
-"""The kernels' arithmetic revision means what it says: the output bits of every kernel are pinned.
+"""The kernels' arithmetic revisions mean what they say: the output bits of every kernel are pinned.
 
-``ops.ARITHMETIC`` is recorded in every checkpoint and study record; a study continues only over records of the same
-revision. A speed change that keeps every bit (another register tile, a stride-2 convolution without im2col that
-adds the same products in the same order) keeps the revision, so finished study records stay valid; a change that
-moves any bit must bump it. This test holds the bits of forward and backward passes of every kernel on fixed inputs.
-Digests are per ISA (Paddle's build and the compiler's code paths are per ISA); on an ISA without a recorded entry the
-test says how to record one. Regenerate after bumping ``ops.ARITHMETIC``: ``python tests/test_kernel_bits.py``.
+Each kernel has a revision (``ops.REVISIONS``); a run records those of the kernels its model uses, and a study
+continues only over records of the same revisions. A speed change that keeps every bit (another register tile, a
+stride-2 convolution without im2col that adds the same products in the same order) keeps the kernel's revision, so
+finished study records stay valid; a change that moves any bit must bump it — and only the runs of models using that
+kernel stop counting. This test holds the bits of forward and backward passes of every kernel on fixed inputs, per
+kernel and revision. Digests are per ISA (Paddle's build and the compiler's code paths are per ISA); on an ISA
+without a recorded entry the test says how to record one. After bumping a revision: ``python tests/test_kernel_bits.py``
+records this machine's digests of every kernel at its current revision.
 """
 
 from __future__ import annotations
@@ -77,44 +79,67 @@ def compute() -> dict[str, str]:
     y = ops.stochastic_pool(paddle.nn.functional.relu(x), u, 2)
     (g,) = _inputs(72, tuple(y.shape))
     d["stochastic_pool"] = _digest(y, *paddle.grad([y], [x], [g]))
-    x, lam, alpha = _inputs(80, (3, 4, 12, 12), (4,), (4,))
-    y = ops.dpp_pool(x, lam, alpha, 2)
-    (g,) = _inputs(81, tuple(y.shape))
-    d["dpp"] = _digest(y, *paddle.grad([y], [x, lam, alpha], [g]))
+    for name, shape in {"dpp": (3, 4, 12, 12), "dpp/odd_37x19": (2, 3, 37, 19)}.items():
+        x, lam, alpha = _inputs(80, shape, (shape[1],), (shape[1],))
+        y = ops.dpp_pool(x, lam, alpha, 2)
+        (g,) = _inputs(81, tuple(y.shape))
+        d[name] = _digest(y, *paddle.grad([y], [x, lam, alpha], [g]))
     return d
+
+
+def kernel_of(case: str) -> str:
+    return case.split("/")[0]
 
 
 def _table() -> dict:
     return json.loads(GOLDEN.read_text()) if GOLDEN.exists() else {}
 
 
+def _current(table: dict, isa: str) -> dict[str, dict[str, str] | None]:
+    """Each kernel's recorded digests at its current revision on ``isa`` (None: not recorded)."""
+    return {k: table.get(k, {}).get(rev, {}).get(isa) for k, rev in ops.REVISIONS.items()}
+
+
 def test_kernel_bits_match_the_recorded_arithmetic() -> None:
     if ops.kernels() is None:
         pytest.skip("the fast CPU kernels are unavailable here (no compiler, or disabled)")
-    table = _table()
-    entry = table.get(ops.ARITHMETIC, {}).get(ops.isa())
-    if entry is None:
-        pytest.skip(f"no kernel bits recorded for arithmetic {ops.ARITHMETIC} on ISA {ops.isa()}: "
-                    f"record them with `python tests/test_kernel_bits.py` on this machine and commit {GOLDEN.name}")
+    entries = _current(_table(), ops.isa())
+    absent = sorted(k for k, e in entries.items() if e is None)
+    if len(absent) == len(entries):
+        pytest.skip(f"no kernel bits recorded on ISA {ops.isa()}: record them with `python tests/test_kernel_bits.py` "
+                    f"on this machine and commit {GOLDEN.name}")
+    assert not absent, (f"no bits recorded for {absent} at revision {[ops.REVISIONS[k] for k in absent]} on "
+                        f"{ops.isa()}: run `python tests/test_kernel_bits.py` and commit {GOLDEN.name}")
     got = compute()
-    changed = sorted(name for name in entry if got.get(name) != entry[name])
-    assert not changed, (f"kernel bits changed for {changed} under arithmetic {ops.ARITHMETIC}: a kernel now computes "
-                         f"other numbers; bump ops.ARITHMETIC (old study records then no longer count) or restore them")
-    assert set(got) == set(entry), "the pinned cases changed: regenerate"
+    changed = sorted(case for case in got if entries[kernel_of(case)].get(case) != got[case])
+    assert not changed, (f"kernel bits changed for {changed}: a kernel now computes other numbers; bump its revision "
+                         f"in ops.REVISIONS (its old study records then no longer count) or restore them")
+    assert {c for e in entries.values() for c in e} == set(got), "the pinned cases changed: regenerate"
 
 
 def test_the_recorded_arithmetic_has_digests_for_every_case() -> None:
-    """The table is not stale: the current revision is in it, with every case the test computes."""
-    entry = _table().get(ops.ARITHMETIC)
-    assert entry, f"{GOLDEN.name} has no entry for ops.ARITHMETIC = {ops.ARITHMETIC}"
-    names = {f"conv2d/{c[0]}" for c in CONVS} | {"max_pool2x2", "soft_window/soft_2x2", "soft_window/lip_3x3_s2_p1",
-                                                 "stochastic_pool", "dpp"}
-    for isa, digests in entry.items():
-        assert set(digests) == names, f"{GOLDEN.name}: {isa} entry lacks {sorted(names - set(digests))}"
-
-
-if __name__ == "__main__":  # record this machine's bits for the current revision
+    """The table is not stale: every kernel's current revision is in it, with every case the test computes, on every
+    ISA recorded for it."""
     table = _table()
-    table.setdefault(ops.ARITHMETIC, {})[ops.isa()] = compute()
+    names = {f"conv2d/{c[0]}" for c in CONVS} | {"max_pool2x2", "soft_window/soft_2x2", "soft_window/lip_3x3_s2_p1",
+                                                 "stochastic_pool", "dpp", "dpp/odd_37x19"}
+    for kernel, rev in ops.REVISIONS.items():
+        entry = table.get(kernel, {}).get(rev)
+        assert entry, f"{GOLDEN.name} has no entry for kernel {kernel} at revision {rev}"
+        want = {n for n in names if kernel_of(n) == kernel}
+        for isa, digests in entry.items():
+            assert set(digests) == want, f"{GOLDEN.name}: {kernel} {rev} {isa} lacks {sorted(want - set(digests))}"
+
+
+if __name__ == "__main__":  # record this machine's bits of every kernel at its current revision
+    table = _table()
+    got = compute()
+    for kernel, rev in ops.REVISIONS.items():
+        cases = {c: v for c, v in got.items() if kernel_of(c) == kernel}
+        old = table.get(kernel, {}).get(rev, {}).get(ops.isa())
+        if old is not None and {c: old.get(c) for c in cases} != cases:
+            sys.exit(f"{kernel} at revision {rev} computes other bits than recorded on {ops.isa()}: bump its revision")
+        table.setdefault(kernel, {}).setdefault(rev, {})[ops.isa()] = cases
     GOLDEN.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
-    print(f"recorded {len(table[ops.ARITHMETIC][ops.isa()])} digests for {ops.ARITHMETIC} on {ops.isa()}", file=sys.stderr)
+    print(f"recorded {len(got)} digests on {ops.isa()}: " + ", ".join(f"{k} {r}" for k, r in ops.REVISIONS.items()),
+          file=sys.stderr)

@@ -275,3 +275,39 @@ def test_records_travel_merge_and_report_on_a_fresh_machine(study, tmp_path) -> 
     assert grown["models"]["LeNet"]["acc_top1_runs"][:2] == whole["models"]["LeNet"]["acc_top1_runs"]
     c = grown["comparisons"][0]
     assert {"mde", "p_equivalence", "p_equivalence_holm", "verdict"} <= set(c) and c["mde"] > 0
+
+
+def test_each_kernel_has_its_own_arithmetic_revision() -> None:
+    """A kernel whose bits changed makes only the runs of models that use it stale: the committed records of the
+    notebook's two models (conv2d + max-pool kernels) still count after DPP's kernel was revised."""
+    from paddle_lenet import ops
+    from paddle_lenet.engine import model_kernels, planned_kernels
+    from paddle_lenet.study import _one_arithmetic
+
+    lenet = load_config(os.path.join(ROOT, "configs", "lenet.yml"), [])
+    dpp = load_config(os.path.join(ROOT, "configs", "lenet.yml"), ["Arch.pool=dpp"])
+    nopool = load_config(os.path.join(ROOT, "configs", "lenet_nopool.yml"), [])
+    assert model_kernels(lenet) == ["conv2d", "max_pool2x2"] and model_kernels(nopool) == ["conv2d"]
+    assert model_kernels(dpp) == ["conv2d", "dpp"]
+    legacy = ops.LEGACY
+    for model in ("LeNet", "LeNet_nopool"):
+        with open(os.path.join(ROOT, "docs", "results", "pooling_vs_stride_power", "runs", model, "seed_0",
+                               "metrics.json")) as f:
+            recorded = json.load(f)["arithmetic"]["kernels"]
+        assert recorded == legacy == planned_kernels(nopool if model == "LeNet_nopool" else lenet, "cpu")
+    assert planned_kernels(dpp, "cpu") == f"{legacy}+dpp.{ops.REVISIONS['dpp']}" != legacy
+    assert planned_kernels(lenet, "gpu") is None  # Paddle's ops there
+
+    def runs(*pairs: tuple[str, str | None]) -> list[dict]:
+        return [{"label": label, "metrics": {"arithmetic": {"kernels": k}}} for label, k in pairs]
+
+    uses = {"LeNet": ["conv2d", "max_pool2x2"], "dpp": ["conv2d", "dpp"], "nopool": ["conv2d"]}
+    assert _one_arithmetic(runs(("LeNet", legacy), ("dpp", f"{legacy}+dpp.2"), ("nopool", legacy)), uses) \
+        == f"{legacy}+dpp.2"
+    assert _one_arithmetic(runs(("LeNet", legacy), ("nopool", legacy)), uses) == legacy
+    assert _one_arithmetic(runs(("LeNet", None), ("nopool", None)), uses) is None
+    for bad, what in [((("dpp", legacy), ("dpp", f"{legacy}+dpp.2")), "kernel dpp at revisions 2, e21a994dce6a"),
+                      ((("LeNet", f"{legacy}+conv2d.3"), ("nopool", legacy)), "kernel conv2d"),
+                      ((("LeNet", legacy), ("nopool", None)), "Paddle's ops")]:
+        with pytest.raises(Exception, match=what):
+            _one_arithmetic(runs(*bad), uses)

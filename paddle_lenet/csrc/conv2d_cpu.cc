@@ -818,6 +818,89 @@ DppParams dpp_params(const paddle::Tensor& lam, const paddle::Tensor& alpha, int
   return P;
 }
 
+// 2x2 windows, one row of windows at a time: the same operations as dpp_window and the generic backward, in
+// the same order for every window, written per window over the row so that the loop runs across windows in
+// vector registers (rows r0, r1 of the input hold window j's pixels 2j, 2j+1: row-major e = 0..3).
+void dpp2_row_forward(const float* __restrict r0, const float* __restrict r1, int64_t wo, float gamma, float a,
+                      float* __restrict out) {
+  for (int64_t j = 0; j < wo; ++j) {
+    const float x[4] = {r0[2 * j], r0[2 * j + 1], r1[2 * j], r1[2 * j + 1]};
+    float s = 0.f;
+#pragma GCC unroll 4
+    for (int e = 0; e < 4; ++e) s += x[e];
+    const float m = s / 4;
+    float d[4], sd = 0.f;
+#pragma GCC unroll 4
+    for (int e = 0; e < 4; ++e) {
+      const float t = x[e] - m;
+      sd += d[e] = t * t + DPP_EPS;
+    }
+    const float dn = sd / 4;
+    float W = 0.f, acc = 0.f;
+#pragma GCC unroll 4
+    for (int e = 0; e < 4; ++e) {
+      const float w = fexp(gamma * flog(d[e] / dn)) + a;
+      W += w;
+      acc += w * x[e];
+    }
+    out[j] = acc / W;
+  }
+}
+
+void dpp2_row_backward(const float* __restrict r0, const float* __restrict r1, const float* __restrict gout,
+                       int64_t wo, float gamma, float a, float* __restrict d0, float* __restrict d1,
+                       float* __restrict wgs, float* __restrict ags) {
+  for (int64_t j = 0; j < wo; ++j) {
+    const float x[4] = {r0[2 * j], r0[2 * j + 1], r1[2 * j], r1[2 * j + 1]};
+    float s = 0.f;
+#pragma GCC unroll 4
+    for (int e = 0; e < 4; ++e) s += x[e];
+    const float m = s / 4;
+    float d[4], r[4], p[4], w[4], sd = 0.f;
+#pragma GCC unroll 4
+    for (int e = 0; e < 4; ++e) {
+      const float t = x[e] - m;
+      sd += d[e] = t * t + DPP_EPS;
+    }
+    const float dn = sd / 4;
+    float W = 0.f, acc = 0.f;
+#pragma GCC unroll 4
+    for (int e = 0; e < 4; ++e) {
+      r[e] = d[e] / dn;
+      p[e] = fexp(gamma * flog(r[e]));
+      W += w[e] = p[e] + a;
+      acc += w[e] * x[e];
+    }
+    const float y = acc / W;
+    const float gW = gout[j] / W;
+    float dx[4], gd[4], sgr_r = 0.f, wg = 0.f, ag = 0.f;
+#pragma GCC unroll 4
+    for (int e = 0; e < 4; ++e) {
+      const float gw = gW * (x[e] - y);
+      dx[e] = gW * w[e];
+      wg += gw * p[e] * flog(r[e]);
+      ag += gw;
+      const float gr = gw * gamma * p[e] / r[e];
+      gd[e] = gr / dn;
+      sgr_r += gr * r[e];
+    }
+    const float gdn = -sgr_r / dn;
+    float gm = 0.f;
+#pragma GCC unroll 4
+    for (int e = 0; e < 4; ++e) {
+      const float gde = gd[e] + gdn / 4;
+      const float t = 2.f * (x[e] - m) * gde;
+      dx[e] += t;
+      gm -= t;
+    }
+#pragma GCC unroll 4
+    for (int e = 0; e < 4; ++e) dx[e] += gm / 4;
+    d0[2 * j] = dx[0], d0[2 * j + 1] = dx[1], d1[2 * j] = dx[2], d1[2 * j + 1] = dx[3];
+    wgs[j] = wg;
+    ags[j] = ag;
+  }
+}
+
 }  // namespace
 
 std::vector<paddle::Tensor> DppForward(const paddle::Tensor& x, const paddle::Tensor& lam, const paddle::Tensor& alpha,
@@ -831,6 +914,13 @@ std::vector<paddle::Tensor> DppForward(const paddle::Tensor& x, const paddle::Te
 #pragma omp parallel for num_threads(num_threads(threads)) schedule(static)
   for (int64_t pl = 0; pl < g.planes(); ++pl) {
     const int64_t c = pl % g.c;
+    if (g.k == 2) {
+      for (int64_t i = 0; i < g.ho; ++i) {
+        const float* r0 = xp + pl * g.h * g.w + 2 * i * g.w;
+        dpp2_row_forward(r0, r0 + g.w, g.wo, P.gamma[c], P.a[c], op + (pl * g.ho + i) * g.wo);
+      }
+      continue;
+    }
     int64_t q[MAXK2];
     DppWindow v;
     for (int64_t i = 0; i < g.ho; ++i)
@@ -860,10 +950,22 @@ std::vector<paddle::Tensor> DppBackward(const paddle::Tensor& x, const paddle::T
     const float gamma = P.gamma[c], a = P.a[c];
     const float* xs = xp + pl * g.h * g.w;
     float* dxs = dxp + pl * g.h * g.w;
+    double sg = 0.0, sa = 0.0;
+    if (g.k == 2) {
+      std::vector<float> wg(g.wo), ag(g.wo);
+      for (int64_t i = 0; i < g.ho; ++i) {
+        const int64_t row = 2 * i * g.w;
+        dpp2_row_backward(xs + row, xs + row + g.w, gp + (pl * g.ho + i) * g.wo, g.wo, gamma, a, dxs + row,
+                          dxs + row + g.w, wg.data(), ag.data());
+        for (int64_t j = 0; j < g.wo; ++j) sg += wg[j], sa += ag[j];  // in window order, as below
+      }
+      gg[pl] = sg;
+      ga[pl] = sa;
+      continue;
+    }
     int64_t q[MAXK2];
     float gd[MAXK2];
     DppWindow v;
-    double sg = 0.0, sa = 0.0;
     for (int64_t i = 0; i < g.ho; ++i)
       for (int64_t j = 0; j < g.wo; ++j) {
         window_offsets(g, i, j, q);
