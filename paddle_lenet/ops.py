@@ -159,7 +159,7 @@ LEGACY = "e21a994dce6a"
 REVISIONS = {
     "conv2d": LEGACY,
     "max_pool2x2": LEGACY,
-    "soft_window": LEGACY,
+    "soft_window": "2",  # SoftPool's 2x2 windows side by side in vector registers
     "stochastic_pool": LEGACY,
     "dpp": "2",  # windows side by side in vector registers (the same formula, other rounding)
 }

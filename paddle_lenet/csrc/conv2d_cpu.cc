@@ -581,6 +581,46 @@ inline float window_sum(const Win& g, int64_t i, int64_t j, const float* ls, con
   return z;
 }
 
+// 2x2 windows at stride 2 (SoftPool's): one row of windows at a time, the loop running across windows in vector
+// registers. A window whose weights underflow is redone by the generic code afterwards (rows r0, r1 of the plane;
+// e = row-major 0..3).
+void soft2_row_forward(const float* __restrict x0, const float* __restrict x1, const float* __restrict e0,
+                       const float* __restrict e1, int64_t wo, float* __restrict out, float* __restrict z) {
+  for (int64_t j = 0; j < wo; ++j) {
+    const float w[4] = {e0[2 * j], e0[2 * j + 1], e1[2 * j], e1[2 * j + 1]};
+    const float x[4] = {x0[2 * j], x0[2 * j + 1], x1[2 * j], x1[2 * j + 1]};
+    float zz = 0.f, acc = 0.f;
+#pragma GCC unroll 4
+    for (int e = 0; e < 4; ++e) zz += w[e];
+#pragma GCC unroll 4
+    for (int e = 0; e < 4; ++e) acc += w[e] * x[e];
+    z[j] = zz;
+    out[j] = acc / zz;
+  }
+}
+
+void soft2_row_backward(const float* __restrict x0, const float* __restrict x1, const float* __restrict e0,
+                        const float* __restrict e1, const float* __restrict y, const float* __restrict g, int64_t wo,
+                        float* __restrict dx0, float* __restrict dx1, float* __restrict dl0, float* __restrict dl1,
+                        float* __restrict z) {
+  for (int64_t j = 0; j < wo; ++j) {
+    const float w[4] = {e0[2 * j], e0[2 * j + 1], e1[2 * j], e1[2 * j + 1]};
+    const float x[4] = {x0[2 * j], x0[2 * j + 1], x1[2 * j], x1[2 * j + 1]};
+    float zz = 0.f, dx[4], dl[4];
+#pragma GCC unroll 4
+    for (int e = 0; e < 4; ++e) zz += w[e];
+    const float gz = g[j] / zz;
+#pragma GCC unroll 4
+    for (int e = 0; e < 4; ++e) {
+      dx[e] = gz * w[e];
+      dl[e] = dx[e] * (x[e] - y[j]);
+    }
+    dx0[2 * j] = dx[0], dx0[2 * j + 1] = dx[1], dx1[2 * j] = dx[2], dx1[2 * j + 1] = dx[3];
+    dl0[2 * j] = dl[0], dl0[2 * j + 1] = dl[1], dl1[2 * j] = dl[2], dl1[2 * j + 1] = dl[3];
+    z[j] = zz;
+  }
+}
+
 std::vector<paddle::Tensor> SoftWindowForward(const paddle::Tensor& x, const paddle::Tensor& logit, int k, int s,
                                               int p, int threads) {
   const Win g = win(x.shape(), k, s, p);
@@ -589,11 +629,27 @@ std::vector<paddle::Tensor> SoftWindowForward(const paddle::Tensor& x, const pad
   float* op = out.data<float>();
 #pragma omp parallel num_threads(num_threads(threads))
   {
-    std::vector<float> e(g.h * g.w);
+    std::vector<float> e(g.h * g.w), z(g.wo);
 #pragma omp for schedule(static)
     for (int64_t pl = 0; pl < g.planes; ++pl) {
       const float *xs = xp + pl * g.h * g.w, *ls = lp + pl * g.h * g.w;
       plane_weights(ls, g.h * g.w, e.data());
+      if (g.k == 2 && g.s == 2 && g.p == 0) {
+        for (int64_t i = 0; i < g.ho; ++i) {
+          const int64_t row = 2 * i * g.w;
+          float* o = op + (pl * g.ho + i) * g.wo;
+          soft2_row_forward(xs + row, xs + row + g.w, e.data() + row, e.data() + row + g.w, g.wo, o, z.data());
+          for (int64_t j = 0; j < g.wo; ++j)
+            if (z[j] < UNDERFLOW) {  // all four weights underflow against the plane's maximum: the window's own
+              float wm = -INFINITY, zz = 0.f, acc = 0.f;
+              for_window(g, i, j, [&](int64_t q) { wm = std::max(wm, ls[q]); });
+              for_window(g, i, j, [&](int64_t q) { zz += std::exp(ls[q] - wm); });
+              for_window(g, i, j, [&](int64_t q) { acc += std::exp(ls[q] - wm) * xs[q]; });
+              o[j] = acc / zz;
+            }
+        }
+        continue;
+      }
       for (int64_t i = 0; i < g.ho; ++i)
         for (int64_t j = 0; j < g.wo; ++j) {
           float acc = 0.f, wm = 0.f;
@@ -620,13 +676,32 @@ std::vector<paddle::Tensor> SoftWindowBackward(const paddle::Tensor& x, const pa
   float *dxp = dx.data<float>(), *dlp = dl.data<float>();
 #pragma omp parallel num_threads(num_threads(threads))
   {
-    std::vector<float> e(g.h * g.w);
+    std::vector<float> e(g.h * g.w), z(g.wo);
 #pragma omp for schedule(static)
     for (int64_t pl = 0; pl < g.planes; ++pl) {
       const int64_t base = pl * g.h * g.w;
       const float *xs = xp + base, *ls = lp + base;
       float *dxs = dxp + base, *dls = dlp + base;
       plane_weights(ls, g.h * g.w, e.data());
+      if (g.k == 2 && g.s == 2 && g.p == 0) {
+        for (int64_t i = 0; i < g.ho; ++i) {
+          const int64_t row = 2 * i * g.w, o = (pl * g.ho + i) * g.wo;
+          soft2_row_backward(xs + row, xs + row + g.w, e.data() + row, e.data() + row + g.w, op + o, gp + o, g.wo,
+                             dxs + row, dxs + row + g.w, dls + row, dls + row + g.w, z.data());
+          for (int64_t j = 0; j < g.wo; ++j)
+            if (z[j] < UNDERFLOW) {  // as in the forward pass: the window's own maximum
+              float wm = -INFINITY, zz = 0.f;
+              for_window(g, i, j, [&](int64_t q) { wm = std::max(wm, ls[q]); });
+              for_window(g, i, j, [&](int64_t q) { zz += std::exp(ls[q] - wm); });
+              const float gz = gp[o + j] / zz;
+              for_window(g, i, j, [&](int64_t q) {
+                dxs[q] = gz * std::exp(ls[q] - wm);
+                dls[q] = dxs[q] * (xs[q] - op[o + j]);
+              });
+            }
+        }
+        continue;
+      }
       for (int64_t i = 0; i < g.ho; ++i)
         for (int64_t j = 0; j < g.wo; ++j) {
           const int64_t o = (pl * g.ho + i) * g.wo + j;
