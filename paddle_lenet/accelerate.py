@@ -15,7 +15,7 @@ import paddle
 import paddle.nn as nn
 
 from . import ops
-from .models.pooling import DPPPool, LIPPool, SoftPool, StochasticPool
+from .models.pooling import DPPPool, LIPPool, LpPool, SoftPool, StochasticPool
 
 
 class FastConv2D(nn.Conv2D):
@@ -86,6 +86,15 @@ class FastDPPPool(DPPPool):
         return DPPPool.forward(self, x)
 
 
+class FastLpPool(LpPool):
+    """Lp pooling in one pass per window, forward and backward."""
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        if paddle.in_dynamic_mode() and ops.window_kernels(x, self.k) is not None:
+            return ops.lp_pool(x, self.p, self.k)
+        return LpPool.forward(self, x)
+
+
 # plain class → (accelerated subclass, does this instance fit it); exact classes only: a user's subclass of a
 # plain layer has its own forward, which the pass must not replace
 _SWAPS: dict[type, tuple[type, object]] = {
@@ -95,6 +104,7 @@ _SWAPS: dict[type, tuple[type, object]] = {
     SoftPool: (FastSoftPool, None),
     LIPPool: (FastLIPPool, None),
     DPPPool: (FastDPPPool, None),
+    LpPool: (FastLpPool, None),
 }
 
 
@@ -106,6 +116,7 @@ KERNELS: dict[type, str] = {
     FastSoftPool: "soft_window",
     FastLIPPool: "soft_window",
     FastDPPPool: "dpp",
+    FastLpPool: "lp_pool",
 }
 
 

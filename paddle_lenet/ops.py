@@ -162,6 +162,7 @@ REVISIONS = {
     "soft_window": "2",  # SoftPool's 2x2 windows side by side in vector registers
     "stochastic_pool": LEGACY,
     "dpp": "2",  # windows side by side in vector registers (the same formula, other rounding)
+    "lp_pool": "1",
 }
 
 
@@ -260,6 +261,12 @@ def dpp_pool(x: paddle.Tensor, lam: paddle.Tensor, alpha: paddle.Tensor, k: int)
     """``DPPPool``'s function fused into one pass per window (forward and backward). Call only where
     :func:`window_kernels` is not None."""
     return window_kernels(x, k).lenet_dpp(x, lam, alpha, k, _threads)
+
+
+def lp_pool(x: paddle.Tensor, p: float, k: int) -> paddle.Tensor:
+    """``LpPool``'s (Σ|x|^p)^(1/p) over k×k windows in one pass per window (forward and backward). Call only where
+    :func:`window_kernels` is not None."""
+    return window_kernels(x, k).lenet_lp_pool(x, float(p), k, _threads)
 
 
 def window_kernels(x: paddle.Tensor, k: int) -> Any:

@@ -84,6 +84,11 @@ def compute() -> dict[str, str]:
         y = ops.dpp_pool(x, lam, alpha, 2)
         (g,) = _inputs(81, tuple(y.shape))
         d[name] = _digest(y, *paddle.grad([y], [x, lam, alpha], [g]))
+    for name, (shape, p) in {"lp_pool": ((3, 4, 12, 12), 3.0), "lp_pool/odd_p7": ((2, 3, 13, 11), 7.0)}.items():
+        x, = _inputs(90, shape)
+        y = ops.lp_pool(x, p, 2)
+        (g,) = _inputs(91, tuple(y.shape))
+        d[name] = _digest(y, *paddle.grad([y], [x], [g]))
     return d
 
 
@@ -122,7 +127,7 @@ def test_the_recorded_arithmetic_has_digests_for_every_case() -> None:
     ISA recorded for it."""
     table = _table()
     names = {f"conv2d/{c[0]}" for c in CONVS} | {"max_pool2x2", "soft_window/soft_2x2", "soft_window/lip_3x3_s2_p1",
-                                                 "stochastic_pool", "dpp", "dpp/odd_37x19"}
+                                                 "stochastic_pool", "dpp", "dpp/odd_37x19", "lp_pool", "lp_pool/odd_p7"}
     for kernel, rev in ops.REVISIONS.items():
         entry = table.get(kernel, {}).get(rev)
         assert entry, f"{GOLDEN.name} has no entry for kernel {kernel} at revision {rev}"

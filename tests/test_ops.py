@@ -108,7 +108,8 @@ def _pool_run(layer: nn.Layer, x_np: np.ndarray, g_np: np.ndarray) -> list[np.nd
 @pytest.mark.parametrize("pool,k,shape", [("stochastic", 2, (8, 6, 28, 28)), ("stochastic", 3, (3, 4, 11, 10)),
                                           ("dpp", 2, (8, 6, 28, 28)), ("dpp", 2, (5, 16, 11, 9)),
                                           ("dpp", 3, (2, 3, 9, 10)), ("soft", 2, (8, 6, 28, 28)),
-                                          ("soft", 2, (5, 16, 11, 9))])
+                                          ("soft", 2, (5, 16, 11, 9)), ("lp", 2, (8, 6, 28, 28)),
+                                          ("lp", 2, (5, 16, 11, 9)), ("lp", 3, (2, 3, 9, 10))])
 def test_pooling_kernels_equal_their_plain_graph(pool: str, k: int, shape: tuple) -> None:
     from paddle_lenet.models.pooling import make_pool
 
@@ -118,6 +119,8 @@ def test_pooling_kernels_equal_their_plain_graph(pool: str, k: int, shape: tuple
     x_np[0, 0, :4, :4] = -1.0  # windows with nothing positive (stochastic: the first maximum) and equal values
     x_np[0, 1, :4, :4] = 2.0
     x_np[1, 2, 2:4, 2:4] = -100.0  # soft: weights e^(x - max) that underflow; the window's own maximum is used
+    x_np[1, 0, :6, :6] = 0.0  # lp: all-zero windows (0, with zero gradients)
+    x_np[1, 1, 0, 0] = 0.0  # and a zero inside a window
     paddle.seed(1)
     layer = make_pool(pool, shape[1], kernel_size=k)
     paddle.seed(1)

@@ -82,6 +82,33 @@ inline float flog(float x) {  // x > 0, normal
   return m + y + 0.693359375f * e;
 }
 
+// The 2x2, stride-2 windows of one h x w plane as four contiguous arrays q[e * n + t] (e: row-major position in the
+// window, t = i * wo + j): the pooling kernels' loops over windows then run in vector registers without strided
+// access, and planes with short rows (5 windows a row in LeNet's second pool) still fill whole vectors.
+struct Quad {
+  int64_t w, ho, wo, n;
+  Quad(int64_t h, int64_t w_) : w(w_), ho(h / 2), wo(w_ / 2), n((h / 2) * (w_ / 2)) {}
+  void gather(const float* plane, float* q) const {
+    for (int64_t i = 0; i < ho; ++i) {
+      const float *r0 = plane + 2 * i * w, *r1 = r0 + w;
+      float* a = q + i * wo;
+      for (int64_t j = 0; j < wo; ++j) {
+        a[j] = r0[2 * j], a[n + j] = r0[2 * j + 1], a[2 * n + j] = r1[2 * j], a[3 * n + j] = r1[2 * j + 1];
+      }
+    }
+  }
+  // writes the windows' pixels of the plane; a last odd row or column (in no window) is left as it is
+  void scatter(const float* q, float* plane) const {
+    for (int64_t i = 0; i < ho; ++i) {
+      float *r0 = plane + 2 * i * w, *r1 = r0 + w;
+      const float* a = q + i * wo;
+      for (int64_t j = 0; j < wo; ++j) {
+        r0[2 * j] = a[j], r0[2 * j + 1] = a[n + j], r1[2 * j] = a[2 * n + j], r1[2 * j + 1] = a[3 * n + j];
+      }
+    }
+  }
+};
+
 struct Geom {
   int64_t n, c, h, w, o, k, s, p, ho, wo;
   int64_t K() const { return c * k * k; }  // GEMM depth: one im2col row per (c, kh, kw)
@@ -581,43 +608,35 @@ inline float window_sum(const Win& g, int64_t i, int64_t j, const float* ls, con
   return z;
 }
 
-// 2x2 windows at stride 2 (SoftPool's): one row of windows at a time, the loop running across windows in vector
-// registers. A window whose weights underflow is redone by the generic code afterwards (rows r0, r1 of the plane;
-// e = row-major 0..3).
-void soft2_row_forward(const float* __restrict x0, const float* __restrict x1, const float* __restrict e0,
-                       const float* __restrict e1, int64_t wo, float* __restrict out, float* __restrict z) {
-  for (int64_t j = 0; j < wo; ++j) {
-    const float w[4] = {e0[2 * j], e0[2 * j + 1], e1[2 * j], e1[2 * j + 1]};
-    const float x[4] = {x0[2 * j], x0[2 * j + 1], x1[2 * j], x1[2 * j + 1]};
+// 2x2 windows at stride 2 (SoftPool's), window-major (Quad): the loop runs across the plane's windows in vector
+// registers. A window whose weights underflow is redone by the generic code afterwards (z: each window's sum).
+void soft2_forward(const float* __restrict X, const float* __restrict E, int64_t n, float* __restrict out,
+                   float* __restrict z) {
+  for (int64_t t = 0; t < n; ++t) {
     float zz = 0.f, acc = 0.f;
 #pragma GCC unroll 4
-    for (int e = 0; e < 4; ++e) zz += w[e];
+    for (int e = 0; e < 4; ++e) zz += E[e * n + t];
 #pragma GCC unroll 4
-    for (int e = 0; e < 4; ++e) acc += w[e] * x[e];
-    z[j] = zz;
-    out[j] = acc / zz;
+    for (int e = 0; e < 4; ++e) acc += E[e * n + t] * X[e * n + t];
+    z[t] = zz;
+    out[t] = acc / zz;
   }
 }
 
-void soft2_row_backward(const float* __restrict x0, const float* __restrict x1, const float* __restrict e0,
-                        const float* __restrict e1, const float* __restrict y, const float* __restrict g, int64_t wo,
-                        float* __restrict dx0, float* __restrict dx1, float* __restrict dl0, float* __restrict dl1,
-                        float* __restrict z) {
-  for (int64_t j = 0; j < wo; ++j) {
-    const float w[4] = {e0[2 * j], e0[2 * j + 1], e1[2 * j], e1[2 * j + 1]};
-    const float x[4] = {x0[2 * j], x0[2 * j + 1], x1[2 * j], x1[2 * j + 1]};
-    float zz = 0.f, dx[4], dl[4];
+void soft2_backward(const float* __restrict X, const float* __restrict E, const float* __restrict y,
+                    const float* __restrict g, int64_t n, float* __restrict DX, float* __restrict DL,
+                    float* __restrict z) {
+  for (int64_t t = 0; t < n; ++t) {
+    float zz = 0.f;
 #pragma GCC unroll 4
-    for (int e = 0; e < 4; ++e) zz += w[e];
-    const float gz = g[j] / zz;
+    for (int e = 0; e < 4; ++e) zz += E[e * n + t];
+    const float gz = g[t] / zz;
 #pragma GCC unroll 4
     for (int e = 0; e < 4; ++e) {
-      dx[e] = gz * w[e];
-      dl[e] = dx[e] * (x[e] - y[j]);
+      DX[e * n + t] = gz * E[e * n + t];
+      DL[e * n + t] = DX[e * n + t] * (X[e * n + t] - y[t]);
     }
-    dx0[2 * j] = dx[0], dx0[2 * j + 1] = dx[1], dx1[2 * j] = dx[2], dx1[2 * j + 1] = dx[3];
-    dl0[2 * j] = dl[0], dl0[2 * j + 1] = dl[1], dl1[2 * j] = dl[2], dl1[2 * j + 1] = dl[3];
-    z[j] = zz;
+    z[t] = zz;
   }
 }
 
@@ -627,27 +646,29 @@ std::vector<paddle::Tensor> SoftWindowForward(const paddle::Tensor& x, const pad
   auto out = paddle::empty({x.shape()[0], x.shape()[1], g.ho, g.wo}, paddle::DataType::FLOAT32, x.place());
   const float *xp = x.data<float>(), *lp = logit.data<float>();
   float* op = out.data<float>();
+  const int64_t quad = g.k == 2 && g.s == 2 && g.p == 0 ? Quad(g.h, g.w).n : 0;
 #pragma omp parallel num_threads(num_threads(threads))
   {
-    std::vector<float> e(g.h * g.w), z(g.wo);
+    std::vector<float> e(g.h * g.w), z(quad), X(4 * quad), E(4 * quad);
 #pragma omp for schedule(static)
     for (int64_t pl = 0; pl < g.planes; ++pl) {
       const float *xs = xp + pl * g.h * g.w, *ls = lp + pl * g.h * g.w;
       plane_weights(ls, g.h * g.w, e.data());
       if (g.k == 2 && g.s == 2 && g.p == 0) {
-        for (int64_t i = 0; i < g.ho; ++i) {
-          const int64_t row = 2 * i * g.w;
-          float* o = op + (pl * g.ho + i) * g.wo;
-          soft2_row_forward(xs + row, xs + row + g.w, e.data() + row, e.data() + row + g.w, g.wo, o, z.data());
-          for (int64_t j = 0; j < g.wo; ++j)
-            if (z[j] < UNDERFLOW) {  // all four weights underflow against the plane's maximum: the window's own
-              float wm = -INFINITY, zz = 0.f, acc = 0.f;
-              for_window(g, i, j, [&](int64_t q) { wm = std::max(wm, ls[q]); });
-              for_window(g, i, j, [&](int64_t q) { zz += std::exp(ls[q] - wm); });
-              for_window(g, i, j, [&](int64_t q) { acc += std::exp(ls[q] - wm) * xs[q]; });
-              o[j] = acc / zz;
-            }
-        }
+        const Quad qd(g.h, g.w);
+        float* o = op + pl * qd.n;
+        qd.gather(xs, X.data());
+        qd.gather(e.data(), E.data());
+        soft2_forward(X.data(), E.data(), qd.n, o, z.data());
+        for (int64_t t = 0; t < qd.n; ++t)
+          if (z[t] < UNDERFLOW) {  // all four weights underflow against the plane's maximum: the window's own
+            const int64_t i = t / qd.wo, j = t % qd.wo;
+            float wm = -INFINITY, zz = 0.f, acc = 0.f;
+            for_window(g, i, j, [&](int64_t q) { wm = std::max(wm, ls[q]); });
+            for_window(g, i, j, [&](int64_t q) { zz += std::exp(ls[q] - wm); });
+            for_window(g, i, j, [&](int64_t q) { acc += std::exp(ls[q] - wm) * xs[q]; });
+            o[t] = acc / zz;
+          }
         continue;
       }
       for (int64_t i = 0; i < g.ho; ++i)
@@ -674,9 +695,10 @@ std::vector<paddle::Tensor> SoftWindowBackward(const paddle::Tensor& x, const pa
   auto dl = paddle::full(x.shape(), 0.f, paddle::DataType::FLOAT32, x.place());
   const float *xp = x.data<float>(), *lp = logit.data<float>(), *op = out.data<float>(), *gp = dout.data<float>();
   float *dxp = dx.data<float>(), *dlp = dl.data<float>();
+  const int64_t quad = g.k == 2 && g.s == 2 && g.p == 0 ? Quad(g.h, g.w).n : 0;
 #pragma omp parallel num_threads(num_threads(threads))
   {
-    std::vector<float> e(g.h * g.w), z(g.wo);
+    std::vector<float> e(g.h * g.w), z(quad), X(4 * quad), E(4 * quad), DX(4 * quad), DL(4 * quad);
 #pragma omp for schedule(static)
     for (int64_t pl = 0; pl < g.planes; ++pl) {
       const int64_t base = pl * g.h * g.w;
@@ -684,22 +706,25 @@ std::vector<paddle::Tensor> SoftWindowBackward(const paddle::Tensor& x, const pa
       float *dxs = dxp + base, *dls = dlp + base;
       plane_weights(ls, g.h * g.w, e.data());
       if (g.k == 2 && g.s == 2 && g.p == 0) {
-        for (int64_t i = 0; i < g.ho; ++i) {
-          const int64_t row = 2 * i * g.w, o = (pl * g.ho + i) * g.wo;
-          soft2_row_backward(xs + row, xs + row + g.w, e.data() + row, e.data() + row + g.w, op + o, gp + o, g.wo,
-                             dxs + row, dxs + row + g.w, dls + row, dls + row + g.w, z.data());
-          for (int64_t j = 0; j < g.wo; ++j)
-            if (z[j] < UNDERFLOW) {  // as in the forward pass: the window's own maximum
-              float wm = -INFINITY, zz = 0.f;
-              for_window(g, i, j, [&](int64_t q) { wm = std::max(wm, ls[q]); });
-              for_window(g, i, j, [&](int64_t q) { zz += std::exp(ls[q] - wm); });
-              const float gz = gp[o + j] / zz;
-              for_window(g, i, j, [&](int64_t q) {
-                dxs[q] = gz * std::exp(ls[q] - wm);
-                dls[q] = dxs[q] * (xs[q] - op[o + j]);
-              });
-            }
-        }
+        const Quad qd(g.h, g.w);
+        const int64_t o = pl * qd.n;
+        qd.gather(xs, X.data());
+        qd.gather(e.data(), E.data());
+        soft2_backward(X.data(), E.data(), op + o, gp + o, qd.n, DX.data(), DL.data(), z.data());
+        qd.scatter(DX.data(), dxs);
+        qd.scatter(DL.data(), dls);
+        for (int64_t t = 0; t < qd.n; ++t)
+          if (z[t] < UNDERFLOW) {  // as in the forward pass: the window's own maximum
+            const int64_t i = t / qd.wo, j = t % qd.wo;
+            float wm = -INFINITY, zz = 0.f;
+            for_window(g, i, j, [&](int64_t q) { wm = std::max(wm, ls[q]); });
+            for_window(g, i, j, [&](int64_t q) { zz += std::exp(ls[q] - wm); });
+            const float gz = gp[o + t] / zz;
+            for_window(g, i, j, [&](int64_t q) {
+              dxs[q] = gz * std::exp(ls[q] - wm);
+              dls[q] = dxs[q] * (xs[q] - op[o + t]);
+            });
+          }
         continue;
       }
       for (int64_t i = 0; i < g.ho; ++i)
@@ -893,22 +918,19 @@ DppParams dpp_params(const paddle::Tensor& lam, const paddle::Tensor& alpha, int
   return P;
 }
 
-// 2x2 windows, one row of windows at a time: the same operations as dpp_window and the generic backward, in
-// the same order for every window, written per window over the row so that the loop runs across windows in
-// vector registers (rows r0, r1 of the input hold window j's pixels 2j, 2j+1: row-major e = 0..3).
-void dpp2_row_forward(const float* __restrict r0, const float* __restrict r1, int64_t wo, float gamma, float a,
-                      float* __restrict out) {
-  for (int64_t j = 0; j < wo; ++j) {
-    const float x[4] = {r0[2 * j], r0[2 * j + 1], r1[2 * j], r1[2 * j + 1]};
-    float s = 0.f;
+// 2x2 windows, window-major (Quad): the same formula as dpp_window and the generic backward, with the loop
+// running across the plane's windows in vector registers.
+void dpp2_forward(const float* __restrict X, int64_t n, float gamma, float a, float* __restrict out) {
+  for (int64_t t = 0; t < n; ++t) {
+    float x[4], s = 0.f;
 #pragma GCC unroll 4
-    for (int e = 0; e < 4; ++e) s += x[e];
+    for (int e = 0; e < 4; ++e) s += x[e] = X[e * n + t];
     const float m = s / 4;
     float d[4], sd = 0.f;
 #pragma GCC unroll 4
     for (int e = 0; e < 4; ++e) {
-      const float t = x[e] - m;
-      sd += d[e] = t * t + DPP_EPS;
+      const float u = x[e] - m;
+      sd += d[e] = u * u + DPP_EPS;
     }
     const float dn = sd / 4;
     float W = 0.f, acc = 0.f;
@@ -918,24 +940,22 @@ void dpp2_row_forward(const float* __restrict r0, const float* __restrict r1, in
       W += w;
       acc += w * x[e];
     }
-    out[j] = acc / W;
+    out[t] = acc / W;
   }
 }
 
-void dpp2_row_backward(const float* __restrict r0, const float* __restrict r1, const float* __restrict gout,
-                       int64_t wo, float gamma, float a, float* __restrict d0, float* __restrict d1,
-                       float* __restrict wgs, float* __restrict ags) {
-  for (int64_t j = 0; j < wo; ++j) {
-    const float x[4] = {r0[2 * j], r0[2 * j + 1], r1[2 * j], r1[2 * j + 1]};
-    float s = 0.f;
+void dpp2_backward(const float* __restrict X, const float* __restrict gout, int64_t n, float gamma, float a,
+                   float* __restrict DX, float* __restrict wgs, float* __restrict ags) {
+  for (int64_t t = 0; t < n; ++t) {
+    float x[4], s = 0.f;
 #pragma GCC unroll 4
-    for (int e = 0; e < 4; ++e) s += x[e];
+    for (int e = 0; e < 4; ++e) s += x[e] = X[e * n + t];
     const float m = s / 4;
     float d[4], r[4], p[4], w[4], sd = 0.f;
 #pragma GCC unroll 4
     for (int e = 0; e < 4; ++e) {
-      const float t = x[e] - m;
-      sd += d[e] = t * t + DPP_EPS;
+      const float u = x[e] - m;
+      sd += d[e] = u * u + DPP_EPS;
     }
     const float dn = sd / 4;
     float W = 0.f, acc = 0.f;
@@ -947,32 +967,30 @@ void dpp2_row_backward(const float* __restrict r0, const float* __restrict r1, c
       acc += w[e] * x[e];
     }
     const float y = acc / W;
-    const float gW = gout[j] / W;
+    const float gW = gout[t] / W;
     float dx[4], gd[4], sgr_r = 0.f, wg = 0.f, ag = 0.f;
 #pragma GCC unroll 4
     for (int e = 0; e < 4; ++e) {
-      const float gw = gW * (x[e] - y);
-      dx[e] = gW * w[e];
-      wg += gw * p[e] * flog(r[e]);
-      ag += gw;
-      const float gr = gw * gamma * p[e] / r[e];
-      gd[e] = gr / dn;
+      const float gw = gW * (x[e] - y);  // d out / d w_e = (x_e - out) / W
+      dx[e] = gW * w[e];                  // through the numerator
+      wg += gw * p[e] * flog(r[e]);       // d w_e / d gamma = r^gamma ln r
+      ag += gw;                           // d w_e / d a = 1
+      const float gr = gw * gamma * p[e] / r[e];  // d w_e / d r_e = gamma r^(gamma-1)
+      gd[e] = gr / dn;                            // r_e = d_e / dn
       sgr_r += gr * r[e];
     }
-    const float gdn = -sgr_r / dn;
+    const float gdn = -sgr_r / dn;  // d r_e / d dn = -r_e / dn
     float gm = 0.f;
 #pragma GCC unroll 4
     for (int e = 0; e < 4; ++e) {
-      const float gde = gd[e] + gdn / 4;
-      const float t = 2.f * (x[e] - m) * gde;
-      dx[e] += t;
-      gm -= t;
+      const float u = 2.f * (x[e] - m) * (gd[e] + gdn / 4);  // d_e = (x_e - m)^2 + eps, dn = mean(d)
+      dx[e] += u;
+      gm -= u;
     }
 #pragma GCC unroll 4
-    for (int e = 0; e < 4; ++e) dx[e] += gm / 4;
-    d0[2 * j] = dx[0], d0[2 * j + 1] = dx[1], d1[2 * j] = dx[2], d1[2 * j + 1] = dx[3];
-    wgs[j] = wg;
-    ags[j] = ag;
+    for (int e = 0; e < 4; ++e) DX[e * n + t] = dx[e] + gm / 4;  // m = mean(x)
+    wgs[t] = wg;
+    ags[t] = ag;
   }
 }
 
@@ -990,10 +1008,10 @@ std::vector<paddle::Tensor> DppForward(const paddle::Tensor& x, const paddle::Te
   for (int64_t pl = 0; pl < g.planes(); ++pl) {
     const int64_t c = pl % g.c;
     if (g.k == 2) {
-      for (int64_t i = 0; i < g.ho; ++i) {
-        const float* r0 = xp + pl * g.h * g.w + 2 * i * g.w;
-        dpp2_row_forward(r0, r0 + g.w, g.wo, P.gamma[c], P.a[c], op + (pl * g.ho + i) * g.wo);
-      }
+      const Quad qd(g.h, g.w);
+      std::vector<float> X(4 * qd.n);
+      qd.gather(xp + pl * g.h * g.w, X.data());
+      dpp2_forward(X.data(), qd.n, P.gamma[c], P.a[c], op + pl * qd.n);
       continue;
     }
     int64_t q[MAXK2];
@@ -1027,13 +1045,12 @@ std::vector<paddle::Tensor> DppBackward(const paddle::Tensor& x, const paddle::T
     float* dxs = dxp + pl * g.h * g.w;
     double sg = 0.0, sa = 0.0;
     if (g.k == 2) {
-      std::vector<float> wg(g.wo), ag(g.wo);
-      for (int64_t i = 0; i < g.ho; ++i) {
-        const int64_t row = 2 * i * g.w;
-        dpp2_row_backward(xs + row, xs + row + g.w, gp + (pl * g.ho + i) * g.wo, g.wo, gamma, a, dxs + row,
-                          dxs + row + g.w, wg.data(), ag.data());
-        for (int64_t j = 0; j < g.wo; ++j) sg += wg[j], sa += ag[j];  // in window order, as below
-      }
+      const Quad qd(g.h, g.w);
+      std::vector<float> X(4 * qd.n), DX(4 * qd.n), wg(qd.n), ag(qd.n);
+      qd.gather(xs, X.data());
+      dpp2_backward(X.data(), gp + pl * qd.n, qd.n, gamma, a, DX.data(), wg.data(), ag.data());
+      qd.scatter(DX.data(), dxs);
+      for (int64_t t = 0; t < qd.n; ++t) sg += wg[t], sa += ag[t];  // in window order, as below
       gg[pl] = sg;
       ga[pl] = sa;
       continue;
@@ -1104,3 +1121,141 @@ PD_BUILD_GRAD_OP(lenet_dpp)
     .Outputs({paddle::Grad("X"), paddle::Grad("Lam"), paddle::Grad("Alpha")})
     .Attrs({"k: int", "threads: int"})
     .SetKernelFn(PD_KERNEL(DppBackward));
+
+// Lp pooling over non-overlapping k x k windows, as LpPool defines it: out = m (sum (|x|/m)^p)^(1/p) with m the
+// window's largest |x| (0 for an all-zero window), r = |x|/m clipped below at 1e-30 as in the plain graph. m
+// carries no gradient (the function is homogeneous in it): d out / d x_e = s^(1/p - 1) r_e^(p-1) sign(x_e).
+// 2x2 windows run window-major (Quad), others window by window.
+namespace {
+
+constexpr float LP_TINY = 1e-30f;
+
+inline float lp_window(const float* x, int64_t K, float p, float* t, float* r, float* s_out) {
+  float m = 0.f;
+  for (int64_t e = 0; e < K; ++e) m = std::max(m, std::fabs(x[e]));
+  const float safe = m > 0.f ? m : 1.f;
+  float s = 0.f;
+  for (int64_t e = 0; e < K; ++e) {
+    r[e] = std::max(std::fabs(x[e]) / safe, LP_TINY);
+    s += t[e] = fexp(p * flog(r[e]));
+  }
+  *s_out = s;
+  return m > 0.f ? m * fexp(flog(s) / p) : 0.f;
+}
+
+inline float sign(float v) { return static_cast<float>(v > 0.f) - static_cast<float>(v < 0.f); }
+
+// lp_window for 2x2 windows, written out so that the loop over windows vectorises
+void lp2_forward(const float* __restrict X, int64_t n, float p, float* __restrict out) {
+  for (int64_t t = 0; t < n; ++t) {
+    const float a0 = std::fabs(X[t]), a1 = std::fabs(X[n + t]), a2 = std::fabs(X[2 * n + t]), a3 = std::fabs(X[3 * n + t]);
+    const float m = std::max(std::max(std::max(0.f, a0), a1), std::max(a2, a3));
+    const float safe = m > 0.f ? m : 1.f;
+    const float s = fexp(p * flog(std::max(a0 / safe, LP_TINY))) + fexp(p * flog(std::max(a1 / safe, LP_TINY))) +
+                    fexp(p * flog(std::max(a2 / safe, LP_TINY))) + fexp(p * flog(std::max(a3 / safe, LP_TINY)));
+    out[t] = m > 0.f ? m * fexp(flog(s) / p) : 0.f;
+  }
+}
+
+void lp2_backward(const float* __restrict X, const float* __restrict g, int64_t n, float p, float* __restrict DX) {
+  for (int64_t t = 0; t < n; ++t) {
+    float x[4], r[4], tt[4];
+#pragma GCC unroll 4
+    for (int e = 0; e < 4; ++e) x[e] = X[e * n + t];
+    const float m = std::max(std::max(std::max(0.f, std::fabs(x[0])), std::fabs(x[1])),
+                             std::max(std::fabs(x[2]), std::fabs(x[3])));
+    const float safe = m > 0.f ? m : 1.f;
+    float s = 0.f;
+#pragma GCC unroll 4
+    for (int e = 0; e < 4; ++e) {
+      r[e] = std::max(std::fabs(x[e]) / safe, LP_TINY);
+      s += tt[e] = fexp(p * flog(r[e]));
+    }
+    const float c = m > 0.f ? g[t] * fexp(flog(s) / p) / s : 0.f;  // g s^(1/p) / s
+#pragma GCC unroll 4
+    for (int e = 0; e < 4; ++e) DX[e * n + t] = r[e] > LP_TINY ? c * tt[e] / r[e] * sign(x[e]) : 0.f;
+  }
+}
+
+}  // namespace
+
+std::vector<paddle::Tensor> LpForward(const paddle::Tensor& x, float p, int k, int threads) {
+  const Tile g = tile(x.shape(), k);
+  auto out = paddle::empty({g.n, g.c, g.ho, g.wo}, paddle::DataType::FLOAT32, x.place());
+  const float* xp = x.data<float>();
+  float* op = out.data<float>();
+  const int64_t K = g.k * g.k;
+#pragma omp parallel for num_threads(num_threads(threads)) schedule(static)
+  for (int64_t pl = 0; pl < g.planes(); ++pl) {
+    const float* xs = xp + pl * g.h * g.w;
+    if (g.k == 2) {
+      const Quad qd(g.h, g.w);
+      std::vector<float> X(4 * qd.n);
+      qd.gather(xs, X.data());
+      lp2_forward(X.data(), qd.n, p, op + pl * qd.n);
+      continue;
+    }
+    int64_t q[MAXK2];
+    float v[MAXK2], r[MAXK2], t[MAXK2], s;
+    for (int64_t i = 0; i < g.ho; ++i)
+      for (int64_t j = 0; j < g.wo; ++j) {
+        window_offsets(g, i, j, q);
+        for (int64_t e = 0; e < K; ++e) v[e] = xs[q[e]];
+        op[(pl * g.ho + i) * g.wo + j] = lp_window(v, K, p, t, r, &s);
+      }
+  }
+  return {out};
+}
+
+std::vector<paddle::Tensor> LpBackward(const paddle::Tensor& x, const paddle::Tensor& dout, float p, int k,
+                                       int threads) {
+  const Tile g = tile(x.shape(), k);
+  auto dx = paddle::full(x.shape(), 0.f, paddle::DataType::FLOAT32, x.place());
+  const float *xp = x.data<float>(), *gp = dout.data<float>();
+  float* dxp = dx.data<float>();
+  const int64_t K = g.k * g.k;
+#pragma omp parallel for num_threads(num_threads(threads)) schedule(static)
+  for (int64_t pl = 0; pl < g.planes(); ++pl) {
+    const float* xs = xp + pl * g.h * g.w;
+    float* dxs = dxp + pl * g.h * g.w;
+    if (g.k == 2) {
+      const Quad qd(g.h, g.w);
+      std::vector<float> X(4 * qd.n), DX(4 * qd.n);
+      qd.gather(xs, X.data());
+      lp2_backward(X.data(), gp + pl * qd.n, qd.n, p, DX.data());
+      qd.scatter(DX.data(), dxs);
+      continue;
+    }
+    int64_t q[MAXK2];
+    float v[MAXK2], r[MAXK2], t[MAXK2], s;
+    for (int64_t i = 0; i < g.ho; ++i)
+      for (int64_t j = 0; j < g.wo; ++j) {
+        window_offsets(g, i, j, q);
+        for (int64_t e = 0; e < K; ++e) v[e] = xs[q[e]];
+        const float y = lp_window(v, K, p, t, r, &s);
+        const float c = y > 0.f ? gp[(pl * g.ho + i) * g.wo + j] * fexp(flog(s) / p) / s : 0.f;
+        for (int64_t e = 0; e < K; ++e) dxs[q[e]] = r[e] > LP_TINY ? c * t[e] / r[e] * sign(v[e]) : 0.f;
+      }
+  }
+  return {dx};
+}
+
+std::vector<std::vector<int64_t>> LpInferShape(const std::vector<int64_t>& x, float p, int k, int threads) {
+  return {{x[0], x[1], x[2] / k, x[3] / k}};
+}
+
+std::vector<paddle::DataType> LpInferDtype(const paddle::DataType& x) { return {x}; }
+
+PD_BUILD_OP(lenet_lp_pool)
+    .Inputs({"X"})
+    .Outputs({"Out"})
+    .Attrs({"p: float", "k: int", "threads: int"})
+    .SetKernelFn(PD_KERNEL(LpForward))
+    .SetInferShapeFn(PD_INFER_SHAPE(LpInferShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(LpInferDtype));
+
+PD_BUILD_GRAD_OP(lenet_lp_pool)
+    .Inputs({"X", paddle::Grad("Out")})
+    .Outputs({paddle::Grad("X")})
+    .Attrs({"p: float", "k: int", "threads: int"})
+    .SetKernelFn(PD_KERNEL(LpBackward));
