@@ -114,7 +114,7 @@ KERNELS: dict[type, str] = {
     FastMaxPool2D: "max_pool2x2",
     FastStochasticPool: "stochastic_pool",
     FastSoftPool: "soft_window",
-    FastLIPPool: "soft_window",
+    FastLIPPool: "lip_window",
     FastDPPPool: "dpp",
     FastLpPool: "lp_pool",
 }

@@ -160,6 +160,7 @@ REVISIONS = {
     "conv2d": LEGACY,
     "max_pool2x2": LEGACY,
     "soft_window": "2",  # SoftPool's 2x2 windows side by side in vector registers
+    "lip_window": "3",  # the soft-window kernel's 3x3/stride-2 windows (LIP) as separable row and column sums
     "stochastic_pool": LEGACY,
     "dpp": "2",  # windows side by side in vector registers (the same formula, other rounding)
     "lp_pool": "1",

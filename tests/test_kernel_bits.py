@@ -69,11 +69,13 @@ def compute() -> dict[str, str]:
     y = ops.max_pool2x2(x)
     (dx,) = paddle.grad([y], [x], [paddle.ones_like(y)])
     d["max_pool2x2"] = _digest(y, dx)
-    for name, (ks, s, p) in {"soft_2x2": (2, 2, 0), "lip_3x3_s2_p1": (3, 2, 1)}.items():
-        x, logit = _inputs(60, (3, 4, 12, 12), (3, 4, 12, 12))
+    for name, (ks, s, p) in {"soft_window/soft_2x2": (2, 2, 0), "lip_window/3x3_s2_p1": (3, 2, 1),
+                             "lip_window/odd_13x11": (3, 2, 1)}.items():
+        shape = (2, 3, 13, 11) if "odd" in name else (3, 4, 12, 12)
+        x, logit = _inputs(60, shape, shape)
         y = ops.soft_window(x, logit, ks, s, p)
         (g,) = _inputs(61, tuple(y.shape))
-        d[f"soft_window/{name}"] = _digest(y, *paddle.grad([y], [x, logit], [g]))
+        d[name] = _digest(y, *paddle.grad([y], [x, logit], [g]))
     x, = _inputs(70, (3, 4, 12, 12))
     u = paddle.to_tensor(np.random.RandomState(71).uniform(size=(3, 4, 6, 6)).astype("float32"))
     y = ops.stochastic_pool(paddle.nn.functional.relu(x), u, 2)
@@ -126,8 +128,9 @@ def test_the_recorded_arithmetic_has_digests_for_every_case() -> None:
     """The table is not stale: every kernel's current revision is in it, with every case the test computes, on every
     ISA recorded for it."""
     table = _table()
-    names = {f"conv2d/{c[0]}" for c in CONVS} | {"max_pool2x2", "soft_window/soft_2x2", "soft_window/lip_3x3_s2_p1",
-                                                 "stochastic_pool", "dpp", "dpp/odd_37x19", "lp_pool", "lp_pool/odd_p7"}
+    names = {f"conv2d/{c[0]}" for c in CONVS} | {
+        "max_pool2x2", "soft_window/soft_2x2", "lip_window/3x3_s2_p1", "lip_window/odd_13x11", "stochastic_pool", "dpp",
+        "dpp/odd_37x19", "lp_pool", "lp_pool/odd_p7"}
     for kernel, rev in ops.REVISIONS.items():
         entry = table.get(kernel, {}).get(rev)
         assert entry, f"{GOLDEN.name} has no entry for kernel {kernel} at revision {rev}"

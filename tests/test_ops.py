@@ -139,3 +139,53 @@ def test_pooling_kernels_equal_their_plain_graph(pool: str, k: int, shape: tuple
         assert np.array_equal(fast[1] != 0, plain[1] != 0)
     ops.configure(threads=1)
     assert all(np.array_equal(a, b) for a, b in zip(_pool_run(fast_layer, x_np, g_np), fast, strict=True))
+
+
+def _np_soft_window(x: np.ndarray, logit: np.ndarray, g: np.ndarray, k: int, s: int, p: int) -> list[np.ndarray]:
+    """Out, dX, dL of Σ softmax(L)·x over each window (padding excluded), window by window in float64."""
+    n, c, h, w = x.shape
+    ho, wo = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+    out, dx, dl = np.zeros((n, c, ho, wo)), np.zeros(x.shape), np.zeros(x.shape)
+    for i in range(ho):
+        for j in range(wo):
+            r0, r1 = max(i * s - p, 0), min(i * s - p + k, h)
+            c0, c1 = max(j * s - p, 0), min(j * s - p + k, w)
+            lw = logit[:, :, r0:r1, c0:c1].astype(np.float64)
+            e = np.exp(lw - lw.max(axis=(2, 3), keepdims=True))
+            pw = e / e.sum(axis=(2, 3), keepdims=True)
+            xw = x[:, :, r0:r1, c0:c1].astype(np.float64)
+            y = (pw * xw).sum(axis=(2, 3))
+            out[:, :, i, j] = y
+            gw = g[:, :, i, j][:, :, None, None] * pw
+            dx[:, :, r0:r1, c0:c1] += gw
+            dl[:, :, r0:r1, c0:c1] += gw * (xw - y[:, :, None, None])
+    return [out, dx, dl]
+
+
+@pytest.mark.parametrize("shape", [(4, 6, 28, 28), (3, 5, 13, 11), (2, 3, 10, 9)])
+def test_lip_windows_equal_their_definition(shape: tuple) -> None:
+    """LIP's 3×3/stride-2/padding-1 windows in the kernel (separable sums) against the softmax-weighted mean computed
+    window by window, odd sizes included, and windows whose weights underflow against the plane's maximum."""
+    assert ops.kernels() is not None
+    rng = np.random.default_rng(3)
+    x_np = rng.standard_normal(shape).astype("float32")
+    l_np = rng.uniform(0, 12, shape).astype("float32")
+    l_np[0, 0, :5, :5] = -200.0  # e^(L - plane max) is 0 there: those windows use their own maximum
+    ho, wo = (shape[2] - 1) // 2 + 1, (shape[3] - 1) // 2 + 1
+    g_np = rng.standard_normal((shape[0], shape[1], ho, wo)).astype("float32")
+    want = _np_soft_window(x_np, l_np, g_np, 3, 2, 1)
+
+    def run() -> list[np.ndarray]:
+        x = paddle.to_tensor(x_np, stop_gradient=False)
+        logit = paddle.to_tensor(l_np, stop_gradient=False)
+        y = ops.soft_window(x, logit, 3, 2, 1)
+        return [t.numpy() for t in (y, *paddle.grad([y], [x, logit], [paddle.to_tensor(g_np)]))]
+
+    got = run()
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * max(1.0, float(np.abs(b).max())))
+    ops.configure(threads=1)
+    try:
+        assert all(np.array_equal(a, b) for a, b in zip(run(), got, strict=True))
+    finally:
+        ops.configure(threads=0)

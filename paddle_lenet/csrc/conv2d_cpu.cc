@@ -640,6 +640,71 @@ void soft2_backward(const float* __restrict X, const float* __restrict E, const 
   }
 }
 
+// 3x3 windows at stride 2 with padding 1 (LIP's), as separable sums: window (i, j) spans rows 2i-1..2i+1 and
+// columns 2j-1..2j+1 of the plane, clipped. Forward: per output row, the three rows' column sums of e and e*x (a
+// vector loop over columns), then three columns of those per window. Backward: dX_q = e_q A_q and
+// dL_q = e_q (x_q A_q - B_q), with A_q, B_q the sums of g/z and g y/z over the windows holding pixel q (an even
+// row or column lies in one window row or column, an odd one in two). Windows whose weights underflow are left
+// out here and redone by the caller with their own maximum.
+struct Lip {
+  int64_t h, w, ho, wo;
+  // the window rows (or columns) holding row r: i0 .. i1 (inclusive)
+  static void span(int64_t r, int64_t n, int64_t* i0, int64_t* i1) {
+    *i0 = r / 2;
+    *i1 = std::min<int64_t>((r + 1) / 2, n - 1);
+  }
+};
+
+void lip_forward(const Lip& g, const float* __restrict x, const float* __restrict e, float* __restrict out,
+                 float* __restrict z, float* __restrict ce, float* __restrict cx) {
+  for (int64_t i = 0; i < g.ho; ++i) {
+    const int64_t r0 = std::max<int64_t>(2 * i - 1, 0), r1 = std::min<int64_t>(2 * i + 2, g.h);
+    for (int64_t c = 0; c < g.w; ++c) ce[c] = cx[c] = 0.f;
+    for (int64_t r = r0; r < r1; ++r) {
+      const float *er = e + r * g.w, *xr = x + r * g.w;
+      for (int64_t c = 0; c < g.w; ++c) {
+        ce[c] += er[c];
+        cx[c] += er[c] * xr[c];
+      }
+    }
+    for (int64_t j = 0; j < g.wo; ++j) {
+      const int64_t c0 = std::max<int64_t>(2 * j - 1, 0), c1 = std::min<int64_t>(2 * j + 2, g.w);
+      float zz = 0.f, acc = 0.f;
+      for (int64_t c = c0; c < c1; ++c) zz += ce[c], acc += cx[c];
+      z[i * g.wo + j] = zz;
+      out[i * g.wo + j] = acc / zz;
+    }
+  }
+}
+
+// gz = g / z and gzy = g y / z per window (0 for the windows in `skip`: z below UNDERFLOW), then per pixel
+void lip_backward(const Lip& g, const float* __restrict x, const float* __restrict e, const float* __restrict y,
+                  const float* __restrict gout, const float* __restrict z, float* __restrict dx, float* __restrict dl,
+                  float* __restrict gz, float* __restrict gzy, float* __restrict ra, float* __restrict rb) {
+  for (int64_t t = 0; t < g.ho * g.wo; ++t) {
+    const float v = z[t] < UNDERFLOW ? 0.f : gout[t] / z[t];
+    gz[t] = v;
+    gzy[t] = v * y[t];
+  }
+  for (int64_t r = 0; r < g.h; ++r) {
+    int64_t i0, i1;
+    Lip::span(r, g.ho, &i0, &i1);
+    for (int64_t j = 0; j < g.wo; ++j) ra[j] = rb[j] = 0.f;
+    for (int64_t i = i0; i <= i1 && i < g.ho; ++i)
+      for (int64_t j = 0; j < g.wo; ++j) ra[j] += gz[i * g.wo + j], rb[j] += gzy[i * g.wo + j];
+    const float *er = e + r * g.w, *xr = x + r * g.w;
+    float *dxr = dx + r * g.w, *dlr = dl + r * g.w;
+    for (int64_t c = 0; c < g.w; ++c) {
+      int64_t j0, j1;
+      Lip::span(c, g.wo, &j0, &j1);
+      float a = 0.f, b = 0.f;
+      for (int64_t j = j0; j <= j1 && j < g.wo; ++j) a += ra[j], b += rb[j];
+      dxr[c] = er[c] * a;
+      dlr[c] = er[c] * (xr[c] * a - b);
+    }
+  }
+}
+
 std::vector<paddle::Tensor> SoftWindowForward(const paddle::Tensor& x, const paddle::Tensor& logit, int k, int s,
                                               int p, int threads) {
   const Win g = win(x.shape(), k, s, p);
@@ -647,9 +712,11 @@ std::vector<paddle::Tensor> SoftWindowForward(const paddle::Tensor& x, const pad
   const float *xp = x.data<float>(), *lp = logit.data<float>();
   float* op = out.data<float>();
   const int64_t quad = g.k == 2 && g.s == 2 && g.p == 0 ? Quad(g.h, g.w).n : 0;
+  const bool lip = g.k == 3 && g.s == 2 && g.p == 1;
 #pragma omp parallel num_threads(num_threads(threads))
   {
-    std::vector<float> e(g.h * g.w), z(quad), X(4 * quad), E(4 * quad);
+    std::vector<float> e(g.h * g.w), z(std::max(quad, lip ? g.ho * g.wo : 0)), X(4 * quad), E(4 * quad),
+        ce(lip ? g.w : 0), cx(lip ? g.w : 0);
 #pragma omp for schedule(static)
     for (int64_t pl = 0; pl < g.planes; ++pl) {
       const float *xs = xp + pl * g.h * g.w, *ls = lp + pl * g.h * g.w;
@@ -663,6 +730,21 @@ std::vector<paddle::Tensor> SoftWindowForward(const paddle::Tensor& x, const pad
         for (int64_t t = 0; t < qd.n; ++t)
           if (z[t] < UNDERFLOW) {  // all four weights underflow against the plane's maximum: the window's own
             const int64_t i = t / qd.wo, j = t % qd.wo;
+            float wm = -INFINITY, zz = 0.f, acc = 0.f;
+            for_window(g, i, j, [&](int64_t q) { wm = std::max(wm, ls[q]); });
+            for_window(g, i, j, [&](int64_t q) { zz += std::exp(ls[q] - wm); });
+            for_window(g, i, j, [&](int64_t q) { acc += std::exp(ls[q] - wm) * xs[q]; });
+            o[t] = acc / zz;
+          }
+        continue;
+      }
+      if (g.k == 3 && g.s == 2 && g.p == 1) {
+        const Lip lg{g.h, g.w, g.ho, g.wo};
+        float* o = op + pl * g.ho * g.wo;
+        lip_forward(lg, xs, e.data(), o, z.data(), ce.data(), cx.data());
+        for (int64_t t = 0; t < g.ho * g.wo; ++t)
+          if (z[t] < UNDERFLOW) {  // the window's own maximum, as in the generic code
+            const int64_t i = t / g.wo, j = t % g.wo;
             float wm = -INFINITY, zz = 0.f, acc = 0.f;
             for_window(g, i, j, [&](int64_t q) { wm = std::max(wm, ls[q]); });
             for_window(g, i, j, [&](int64_t q) { zz += std::exp(ls[q] - wm); });
@@ -696,9 +778,11 @@ std::vector<paddle::Tensor> SoftWindowBackward(const paddle::Tensor& x, const pa
   const float *xp = x.data<float>(), *lp = logit.data<float>(), *op = out.data<float>(), *gp = dout.data<float>();
   float *dxp = dx.data<float>(), *dlp = dl.data<float>();
   const int64_t quad = g.k == 2 && g.s == 2 && g.p == 0 ? Quad(g.h, g.w).n : 0;
+  const int64_t lip = g.k == 3 && g.s == 2 && g.p == 1 ? g.ho * g.wo : 0;
 #pragma omp parallel num_threads(num_threads(threads))
   {
-    std::vector<float> e(g.h * g.w), z(quad), X(4 * quad), E(4 * quad), DX(4 * quad), DL(4 * quad);
+    std::vector<float> e(g.h * g.w), z(std::max(quad, lip)), X(4 * quad), E(4 * quad), DX(4 * quad), DL(4 * quad),
+        gz(lip), gzy(lip), ra(lip ? g.wo : 0), rb(lip ? g.wo : 0), yy(lip), ce(lip ? g.w : 0), cx(lip ? g.w : 0);
 #pragma omp for schedule(static)
     for (int64_t pl = 0; pl < g.planes; ++pl) {
       const int64_t base = pl * g.h * g.w;
@@ -723,6 +807,27 @@ std::vector<paddle::Tensor> SoftWindowBackward(const paddle::Tensor& x, const pa
             for_window(g, i, j, [&](int64_t q) {
               dxs[q] = gz * std::exp(ls[q] - wm);
               dls[q] = dxs[q] * (xs[q] - op[o + t]);
+            });
+          }
+        continue;
+      }
+      if (g.k == 3 && g.s == 2 && g.p == 1) {
+        const Lip lg{g.h, g.w, g.ho, g.wo};
+        const int64_t o = pl * g.ho * g.wo;
+        lip_forward(lg, xs, e.data(), yy.data(), z.data(), ce.data(), cx.data());  // z exactly as the forward's
+        lip_backward(lg, xs, e.data(), op + o, gp + o, z.data(), dxs, dls, gz.data(), gzy.data(), ra.data(),
+                     rb.data());
+        for (int64_t t = 0; t < g.ho * g.wo; ++t)
+          if (z[t] < UNDERFLOW) {  // left out above: added with the window's own maximum
+            const int64_t i = t / g.wo, j = t % g.wo;
+            float wm = -INFINITY, zz = 0.f;
+            for_window(g, i, j, [&](int64_t q) { wm = std::max(wm, ls[q]); });
+            for_window(g, i, j, [&](int64_t q) { zz += std::exp(ls[q] - wm); });
+            const float gzz = gp[o + t] / zz;
+            for_window(g, i, j, [&](int64_t q) {
+              const float gpq = gzz * std::exp(ls[q] - wm);
+              dxs[q] += gpq;
+              dls[q] += gpq * (xs[q] - op[o + t]);
             });
           }
         continue;
