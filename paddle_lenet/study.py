@@ -116,17 +116,27 @@ def record_state(st: dict[str, Any], job: dict[str, Any], shifts: list[int], dat
                 f"(now {arch_revision(job['cfg']['Arch'])})")
     if set(shift) != {str(k) for k in shifts}:
         return "stale: its record measured other shifts"
-    kernels = (metrics.get("arithmetic") or {}).get("kernels")
-    if "device" in data:
-        from .engine import planned_kernels
-
-        want = planned_kernels(job["cfg"], data["device"])
-        if kernels != want:
-            return (f"stale: its record was computed with {'kernels ' + kernels if kernels else 'Paddle ops'}, this "
-                    f"machine computes with {'kernels ' + want if want else 'Paddle ops'}")
+    other = _other_arithmetic(metrics, job, data)
+    if other:
+        return f"stale: its record was {other}"
     if data.get("fingerprint") and metrics.get("test_fingerprint") != data["fingerprint"]:
         return f"stale: its record was evaluated on another test set (fingerprint {metrics.get('test_fingerprint')})"
     return "record"
+
+
+def _other_arithmetic(metrics: dict[str, Any], job: dict[str, Any], data: dict[str, Any]) -> str | None:
+    """How a finished run's arithmetic differs from what this machine computes the job with (None: the same, or no
+    device to compare with): a kernel revised since computes other bits, so the run is not this study's number."""
+    if "device" not in data:
+        return None
+    from .engine import planned_kernels
+
+    kernels = (metrics.get("arithmetic") or {}).get("kernels")
+    want = planned_kernels(job["cfg"], data["device"])
+    if kernels == want:
+        return None
+    return (f"computed with {'kernels ' + kernels if kernels else 'Paddle ops'}, this machine computes with "
+            f"{'kernels ' + want if want else 'Paddle ops'}")
 
 
 def gpu_slots(workers: int, per_gpu: int, visible: list[str]) -> list[str | None]:
@@ -265,10 +275,14 @@ def job_state(job: dict[str, Any], shifts: list[int], st: dict[str, Any] | None 
         return "partial" if rf.holds_run() else "new"
     from .models import arch_revision
 
-    recorded = _read(rf.metrics_path).get("arch_revision", 1)
+    metrics = _read(rf.metrics_path)
+    recorded = metrics.get("arch_revision", 1)
     if recorded != arch_revision(job["cfg"]["Arch"]):
         return (f"stale: it was trained with revision {recorded} of its network, which has since been corrected "
                 f"(now revision {arch_revision(job['cfg']['Arch'])})")
+    other = _other_arithmetic(metrics, job, data or {})
+    if other:
+        return f"stale: it was {other}"
     spath = os.path.join(rf.dir, "shift.json")
     if not os.path.exists(spath) or set(_read(spath)) != {str(k) for k in shifts} \
             or not os.path.exists(os.path.join(rf.dir, "classes.json")):
@@ -293,6 +307,8 @@ def run_job(job: dict[str, Any], shifts: list[int]) -> dict[str, Any]:
     cfg = copy.deepcopy(job["cfg"])
     folder = _folder(job)
     state = job_state(job, shifts)
+    if job.get("replace_stale"):  # the study found it stale (also by what only it compares: the arithmetic)
+        state = "stale"
     if state.startswith("stale"):
         if not job.get("replace_stale"):
             raise RunFolderError(f"{folder} is {state}; run the study with -o Global.overwrite=true to re-run such runs")

@@ -226,6 +226,18 @@ def test_a_run_of_an_older_operator_definition_is_stale(tmp_path) -> None:
     assert job_state(job, [0, 1, 2, 3, 4]).startswith("stale: it was trained with revision 1")
     json.dump({"acc_top1": 0.9, "arch_revision": 2}, open(os.path.join(folder, "metrics.json"), "w"))
     assert job_state(job, [0, 1, 2, 3, 4]) == "done"
+    # computed by a LIP kernel since revised: not this study's run on this machine either (the study re-runs it
+    # with Global.overwrite=true); the kernels this machine would use make it count again
+    from paddle_lenet.engine import planned_kernels
+
+    old = {"acc_top1": 0.9, "arch_revision": 2, "arithmetic": {"kernels": "e21a994dce6a+soft_window.2"}}
+    json.dump(old, open(os.path.join(folder, "metrics.json"), "w"))
+    assert job_state(job, [0, 1, 2, 3, 4], data={"device": "cpu"}).startswith(
+        "stale: it was computed with kernels e21a994dce6a+soft_window.2, this machine computes with kernels "
+        "e21a994dce6a+lip_window.")
+    old["arithmetic"]["kernels"] = planned_kernels(job["cfg"], "cpu")
+    json.dump(old, open(os.path.join(folder, "metrics.json"), "w"))
+    assert job_state(job, [0, 1, 2, 3, 4], data={"device": "cpu"}) == "done"
 
 
 def test_records_travel_merge_and_report_on_a_fresh_machine(study, tmp_path) -> None:
