@@ -595,17 +595,20 @@ constexpr float UNDERFLOW = 1e-20f;
 
 // z = sum of the window's weights e[q]; if that underflows, *own is set and z sums e^(L - *m) with *m the
 // window's own maximum instead
+// the sum of e^(L - *m) over window (i, j), *m set to the window's own maximum logit
+inline float own_sum(const Win& g, int64_t i, int64_t j, const float* ls, float* m) {
+  *m = -INFINITY;
+  for_window(g, i, j, [&](int64_t q) { *m = std::max(*m, ls[q]); });
+  float z = 0.f;
+  for_window(g, i, j, [&](int64_t q) { z += std::exp(ls[q] - *m); });
+  return z;
+}
+
 inline float window_sum(const Win& g, int64_t i, int64_t j, const float* ls, const float* e, bool* own, float* m) {
   float z = 0.f;
   for_window(g, i, j, [&](int64_t q) { z += e[q]; });
   *own = z < UNDERFLOW;
-  if (*own) {
-    *m = -INFINITY;
-    for_window(g, i, j, [&](int64_t q) { *m = std::max(*m, ls[q]); });
-    z = 0.f;
-    for_window(g, i, j, [&](int64_t q) { z += std::exp(ls[q] - *m); });
-  }
-  return z;
+  return *own ? own_sum(g, i, j, ls, m) : z;
 }
 
 // 2x2 windows at stride 2 (SoftPool's), window-major (Quad): the loop runs across the plane's windows in vector
@@ -730,9 +733,8 @@ std::vector<paddle::Tensor> SoftWindowForward(const paddle::Tensor& x, const pad
         for (int64_t t = 0; t < qd.n; ++t)
           if (z[t] < UNDERFLOW) {  // all four weights underflow against the plane's maximum: the window's own
             const int64_t i = t / qd.wo, j = t % qd.wo;
-            float wm = -INFINITY, zz = 0.f, acc = 0.f;
-            for_window(g, i, j, [&](int64_t q) { wm = std::max(wm, ls[q]); });
-            for_window(g, i, j, [&](int64_t q) { zz += std::exp(ls[q] - wm); });
+            float wm, acc = 0.f;
+            const float zz = own_sum(g, i, j, ls, &wm);
             for_window(g, i, j, [&](int64_t q) { acc += std::exp(ls[q] - wm) * xs[q]; });
             o[t] = acc / zz;
           }
@@ -745,9 +747,8 @@ std::vector<paddle::Tensor> SoftWindowForward(const paddle::Tensor& x, const pad
         for (int64_t t = 0; t < g.ho * g.wo; ++t)
           if (z[t] < UNDERFLOW) {  // the window's own maximum, as in the generic code
             const int64_t i = t / g.wo, j = t % g.wo;
-            float wm = -INFINITY, zz = 0.f, acc = 0.f;
-            for_window(g, i, j, [&](int64_t q) { wm = std::max(wm, ls[q]); });
-            for_window(g, i, j, [&](int64_t q) { zz += std::exp(ls[q] - wm); });
+            float wm, acc = 0.f;
+            const float zz = own_sum(g, i, j, ls, &wm);
             for_window(g, i, j, [&](int64_t q) { acc += std::exp(ls[q] - wm) * xs[q]; });
             o[t] = acc / zz;
           }
@@ -800,9 +801,8 @@ std::vector<paddle::Tensor> SoftWindowBackward(const paddle::Tensor& x, const pa
         for (int64_t t = 0; t < qd.n; ++t)
           if (z[t] < UNDERFLOW) {  // as in the forward pass: the window's own maximum
             const int64_t i = t / qd.wo, j = t % qd.wo;
-            float wm = -INFINITY, zz = 0.f;
-            for_window(g, i, j, [&](int64_t q) { wm = std::max(wm, ls[q]); });
-            for_window(g, i, j, [&](int64_t q) { zz += std::exp(ls[q] - wm); });
+            float wm;
+            const float zz = own_sum(g, i, j, ls, &wm);
             const float gz = gp[o + t] / zz;
             for_window(g, i, j, [&](int64_t q) {
               dxs[q] = gz * std::exp(ls[q] - wm);
@@ -820,9 +820,8 @@ std::vector<paddle::Tensor> SoftWindowBackward(const paddle::Tensor& x, const pa
         for (int64_t t = 0; t < g.ho * g.wo; ++t)
           if (z[t] < UNDERFLOW) {  // left out above: added with the window's own maximum
             const int64_t i = t / g.wo, j = t % g.wo;
-            float wm = -INFINITY, zz = 0.f;
-            for_window(g, i, j, [&](int64_t q) { wm = std::max(wm, ls[q]); });
-            for_window(g, i, j, [&](int64_t q) { zz += std::exp(ls[q] - wm); });
+            float wm;
+            const float zz = own_sum(g, i, j, ls, &wm);
             const float gzz = gp[o + t] / zz;
             for_window(g, i, j, [&](int64_t q) {
               const float gpq = gzz * std::exp(ls[q] - wm);
