@@ -69,7 +69,15 @@ class FastSoftPool(SoftPool):
 
 
 class FastLIPPool(LIPPool):
-    """LIP's weighted 3×3 window mean through the soft-window kernel (its logit conv is accelerated on its own)."""
+    """LIP's weighted 3×3 window mean through its window kernel, and the logit branch's instance norm, sigmoid and
+    scale in one kernel after the logit conv (which is accelerated on its own)."""
+
+    def logit(self, x: paddle.Tensor) -> paddle.Tensor:
+        norm = self.norm
+        if (paddle.in_dynamic_mode() and ops.window_kernels(x, 3) is not None and norm.scale is not None
+                and norm.bias is not None and norm._data_format == "NCHW"):
+            return ops.lip_logit(self.conv(x), norm.scale, norm.bias, norm._epsilon)
+        return LIPPool.logit(self, x)
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         if paddle.in_dynamic_mode() and ops.window_kernels(x, 3) is not None:
@@ -108,15 +116,15 @@ _SWAPS: dict[type, tuple[type, object]] = {
 }
 
 
-# accelerated class → the kernel of ops.REVISIONS that computes it (a run's arithmetic revision is theirs)
-KERNELS: dict[type, str] = {
-    FastConv2D: "conv2d",
-    FastMaxPool2D: "max_pool2x2",
-    FastStochasticPool: "stochastic_pool",
-    FastSoftPool: "soft_window",
-    FastLIPPool: "lip_window",
-    FastDPPPool: "dpp",
-    FastLpPool: "lp_pool",
+# accelerated class → the kernels of ops.REVISIONS that compute it (a run's arithmetic revision is theirs)
+KERNELS: dict[type, tuple[str, ...]] = {
+    FastConv2D: ("conv2d",),
+    FastMaxPool2D: ("max_pool2x2",),
+    FastStochasticPool: ("stochastic_pool",),
+    FastSoftPool: ("soft_window",),
+    FastLIPPool: ("lip_window", "lip_logit"),
+    FastDPPPool: ("dpp",),
+    FastLpPool: ("lp_pool",),
 }
 
 
@@ -141,4 +149,4 @@ def accelerated_layers(net: nn.Layer) -> list[str]:
 
 def kernels_used(net: nn.Layer) -> list[str]:
     """The kernels ``net``'s accelerated layers call (sorted names of ``ops.REVISIONS``): what its arithmetic is."""
-    return sorted({KERNELS[type(layer)] for layer in net.sublayers(include_self=True) if type(layer) in KERNELS})
+    return sorted({k for layer in net.sublayers(include_self=True) for k in KERNELS.get(type(layer), ())})

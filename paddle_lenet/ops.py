@@ -164,6 +164,7 @@ REVISIONS = {
     "stochastic_pool": LEGACY,
     "dpp": "2",  # windows side by side in vector registers (the same formula, other rounding)
     "lp_pool": "1",
+    "lip_logit": "1",  # LIP's instance norm, sigmoid and scale in one pass (before: Paddle's ops)
 }
 
 
@@ -242,6 +243,12 @@ def soft_window(x: paddle.Tensor, logit: paddle.Tensor, k: int, s: int, p: int) 
     any logits are safe. Call only where :func:`window_kernels` is not None.
     """
     return window_kernels(x, k).lenet_soft_window(x, logit, k, s, p, _threads)
+
+
+def lip_logit(y: paddle.Tensor, scale: paddle.Tensor, bias: paddle.Tensor, eps: float) -> paddle.Tensor:
+    """``12·sigmoid(instance_norm(y)·scale + bias)`` per plane (LIP's logit after its conv), in one pass. Call only
+    where :func:`window_kernels` is not None."""
+    return window_kernels(y, 1).lenet_lip_logit(y, scale, bias, float(eps), _threads)[0]
 
 
 def max_pool2x2(x: paddle.Tensor) -> paddle.Tensor:

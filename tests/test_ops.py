@@ -71,19 +71,30 @@ def test_results_do_not_depend_on_thread_count() -> None:
             assert np.array_equal(a, b)
 
 
-def test_max_pool_matches_paddle_with_ties() -> None:
-    """Values and gradient routing equal Paddle's, also where the window holds equal maxima."""
-    rng = np.random.default_rng(0)
-    x_np = rng.integers(0, 3, size=(8, 6, 28, 28)).astype("float32")  # many ties
-    g = paddle.to_tensor(rng.standard_normal((8, 6, 14, 14)).astype("float32"))
+@pytest.mark.parametrize("h,w", [(28, 28), (10, 10), (10, 12), (6, 34)])  # 14, 5, 6, 17 windows a row
+def test_max_pool_matches_paddle_with_ties(h: int, w: int) -> None:
+    """Values and gradient routing equal Paddle's, also where the window holds equal maxima (and ±0, where Paddle's
+    value may carry the other zero's sign), for rows of windows that fill the kernel's vectors of eight, fall short
+    of one, or leave a remainder."""
+    rng = np.random.default_rng(h * w)
+    x_np = rng.integers(0, 3, size=(8, 6, h, w)).astype("float32")  # many ties
+    x_np[:, :, ::3] *= -1.0  # -0 beside +0: equal values, so the gradient goes to the first
+    g = paddle.to_tensor(rng.standard_normal((8, 6, h // 2, w // 2)).astype("float32"))
     outs = []
     for fn in (ops.max_pool2x2, lambda t: F.max_pool2d(t, 2, 2)):
         x = paddle.to_tensor(x_np, stop_gradient=False)
         y = fn(x)
         (y * g).sum().backward()
         outs.append((y.numpy(), x.grad.numpy()))
-    assert outs[0][0].shape == (8, 6, 14, 14)
+    assert outs[0][0].shape == (8, 6, h // 2, w // 2)
     assert np.array_equal(outs[0][0], outs[1][0]) and np.array_equal(outs[0][1], outs[1][1])
+
+
+def test_max_pool_nan_never_wins_a_comparison() -> None:
+    """The kernel's rule, x > m in row-major order: a NaN first in its window stays; a later NaN is passed over."""
+    x_np = np.array([[[[np.nan, 1.0, 2.0, np.nan] * 5, [0.0, 3.0, 4.0, 5.0] * 5]]], "float32")
+    y = ops.max_pool2x2(paddle.to_tensor(x_np)).numpy()[0, 0, 0]
+    assert np.isnan(y[0::2]).all() and np.array_equal(y[1::2], np.full(5, 5.0, "float32"))
 
 
 def test_disabled_falls_back_to_paddle() -> None:
@@ -187,5 +198,39 @@ def test_lip_windows_equal_their_definition(shape: tuple) -> None:
     ops.configure(threads=1)
     try:
         assert all(np.array_equal(a, b) for a, b in zip(run(), got, strict=True))
+    finally:
+        ops.configure(threads=0)
+
+
+@pytest.mark.parametrize("shape", [(4, 6, 28, 28), (3, 5, 7, 9)])
+def test_lip_logit_equals_the_plain_branch(shape: tuple) -> None:
+    """LIP's logit after its conv (instance norm, sigmoid, ×12) in one kernel against Paddle's three ops: output and
+    the gradients of the input, the norm's scale and bias — with logits saturating both ways and a constant plane
+    (zero variance) — and bit-identical for 1 or 2 threads."""
+    assert ops.kernels() is not None
+    rng = np.random.default_rng(7)
+    y_np = rng.standard_normal(shape).astype("float32")
+    y_np[0, 0] = 0.25  # constant: the norm divides by sqrt(eps)
+    g_np = rng.standard_normal(shape).astype("float32")
+    scale_np = rng.uniform(-30, 30, shape[1]).astype("float32")  # z up to ~±100: the sigmoid saturates
+    bias_np = rng.uniform(-2, 2, shape[1]).astype("float32")
+    norm = nn.InstanceNorm2D(shape[1])
+
+    def run(kernel: bool) -> list[np.ndarray]:
+        y = paddle.to_tensor(y_np, stop_gradient=False)
+        scale = paddle.to_tensor(scale_np, stop_gradient=False)
+        bias = paddle.to_tensor(bias_np, stop_gradient=False)
+        if kernel:
+            out = ops.lip_logit(y, scale, bias, norm._epsilon)
+        else:
+            out = 12.0 * F.sigmoid(F.instance_norm(y, weight=scale, bias=bias, eps=norm._epsilon))
+        return [t.numpy() for t in (out, *paddle.grad([out], [y, scale, bias], [paddle.to_tensor(g_np)]))]
+
+    got, want = run(True), run(False)
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5 * max(1.0, float(np.abs(b).max())))
+    ops.configure(threads=1)
+    try:
+        assert all(np.array_equal(a, b) for a, b in zip(run(True), got, strict=True))
     finally:
         ops.configure(threads=0)

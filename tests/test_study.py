@@ -234,7 +234,7 @@ def test_a_run_of_an_older_operator_definition_is_stale(tmp_path) -> None:
     json.dump(old, open(os.path.join(folder, "metrics.json"), "w"))
     assert job_state(job, [0, 1, 2, 3, 4], data={"device": "cpu"}).startswith(
         "stale: it was computed with kernels e21a994dce6a+soft_window.2, this machine computes with kernels "
-        "e21a994dce6a+lip_window.")
+        "e21a994dce6a+lip_logit.1+lip_window.")
     old["arithmetic"]["kernels"] = planned_kernels(job["cfg"], "cpu")
     json.dump(old, open(os.path.join(folder, "metrics.json"), "w"))
     assert job_state(job, [0, 1, 2, 3, 4], data={"device": "cpu"}) == "done"

@@ -16,6 +16,10 @@
 #include <cstring>
 #include <vector>
 
+#ifdef __AVX2__
+#include <immintrin.h>
+#endif
+
 #include "paddle/extension.h"
 
 namespace {
@@ -482,7 +486,42 @@ PD_BUILD_GRAD_OP(lenet_conv2d)
     .SetKernelFn(PD_KERNEL(Conv2dBackward));
 
 // 2x2 max pooling, stride 2 (even H and W). Ties go to the first element in row-major order, as
-// in Paddle's kernels, so the gradient is routed to the same input.
+// in Paddle's kernels, so the gradient is routed to the same input; a NaN never wins a comparison (x > m).
+#ifdef __AVX2__
+// the first n of 8 lanes set (n in 0..8)
+static inline __m256i first_lanes(int64_t n) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+// windows 0..n-1 (n <= 8) of one window row, the same comparisons as the scalar loop below, eight windows in the
+// lanes of one vector: the scalar loop's data-dependent branches mispredict on real activations (~3x slower)
+static inline void max2x2_row8(const float* r0, const float* r1, float* dst, uint8_t* arg, int64_t n) {
+  const __m256i lo = first_lanes(std::min<int64_t>(2 * n, 8)), hi = first_lanes(std::max<int64_t>(2 * n - 8, 0));
+  const __m256 a0 = _mm256_maskload_ps(r0, lo), a1 = _mm256_maskload_ps(r0 + 8, hi);
+  const __m256 b0 = _mm256_maskload_ps(r1, lo), b1 = _mm256_maskload_ps(r1 + 8, hi);
+  // even and odd columns of both rows, in one lane order (windows 0 1 4 5 | 2 3 6 7), undone before the stores
+  __m256 m = _mm256_shuffle_ps(a0, a1, 0x88);
+  const __m256 v1 = _mm256_shuffle_ps(a0, a1, 0xDD), v2 = _mm256_shuffle_ps(b0, b1, 0x88),
+               v3 = _mm256_shuffle_ps(b0, b1, 0xDD);
+  __m256 k = _mm256_setzero_ps();
+  __m256 c = _mm256_cmp_ps(v1, m, _CMP_GT_OQ);  // ordered: false for NaN, as the scalar x > m
+  m = _mm256_blendv_ps(m, v1, c), k = _mm256_blendv_ps(k, _mm256_set1_ps(1.f), c);
+  c = _mm256_cmp_ps(v2, m, _CMP_GT_OQ);
+  m = _mm256_blendv_ps(m, v2, c), k = _mm256_blendv_ps(k, _mm256_set1_ps(2.f), c);
+  c = _mm256_cmp_ps(v3, m, _CMP_GT_OQ);
+  m = _mm256_blendv_ps(m, v3, c), k = _mm256_blendv_ps(k, _mm256_set1_ps(3.f), c);
+  m = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(m), 0xD8));
+  k = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(k), 0xD8));
+  alignas(32) float mb[8];
+  _mm256_store_ps(mb, m);  // a masked store is microcoded (slow) on AMD: stage and copy
+  std::memcpy(dst, mb, sizeof(float) * n);
+  const __m256i ki = _mm256_cvttps_epi32(k);
+  const __m128i k16 = _mm_packus_epi32(_mm256_castsi256_si128(ki), _mm256_extracti128_si256(ki, 1));
+  alignas(16) uint8_t kb[16];
+  _mm_store_si128(reinterpret_cast<__m128i*>(kb), _mm_packus_epi16(k16, k16));
+  std::memcpy(arg, kb, n);
+}
+#endif
+
 std::vector<paddle::Tensor> MaxPoolForward(const paddle::Tensor& x, int threads) {
   auto s = x.shape();
   const int64_t planes = s[0] * s[1], h = s[2], w = s[3], ho = h / 2, wo = w / 2;
@@ -498,6 +537,9 @@ std::vector<paddle::Tensor> MaxPoolForward(const paddle::Tensor& x, int threads)
       const float* r1 = r0 + w;
       float* dst = op + (pl * ho + i) * wo;
       uint8_t* a = ap + (pl * ho + i) * wo;
+#ifdef __AVX2__
+      for (int64_t j = 0; j < wo; j += 8) max2x2_row8(r0 + 2 * j, r1 + 2 * j, dst + j, a + j, std::min<int64_t>(8, wo - j));
+#else
       for (int64_t j = 0; j < wo; ++j) {
         float m = r0[2 * j];
         uint8_t k = 0;
@@ -507,6 +549,7 @@ std::vector<paddle::Tensor> MaxPoolForward(const paddle::Tensor& x, int threads)
         dst[j] = m;
         a[j] = k;
       }
+#endif
     }
   return {out, arg};
 }
@@ -1363,3 +1406,121 @@ PD_BUILD_GRAD_OP(lenet_lp_pool)
     .Outputs({paddle::Grad("X")})
     .Attrs({"p: float", "k: int", "threads: int"})
     .SetKernelFn(PD_KERNEL(LpBackward));
+
+// LIP's logit branch after its convolution: out = 12 sigmoid(gamma_c yh + beta_c) with yh = (y - mean) / sqrt(var +
+// eps) over each plane (an affine instance norm, biased variance, as Paddle's instance_norm), one pass over a plane
+// instead of Paddle's five ops (norm, sigmoid, scale and their gradients). Per-plane mean and 1/sqrt(var + eps)
+// are a second output, for the backward pass. Plane statistics accumulate in double in pixel order; gamma's and
+// beta's gradients are summed per plane, then over the batch in plane order: bit-identical for any thread count.
+namespace {
+
+constexpr float LIP_SCALE = 12.0f;
+
+// sigmoid from e = exp(-|z|) <= 1, so no exp overflows: 1 / (1 + e) for z >= 0, e / (1 + e) below
+inline float fsigmoid(float z) {
+  const float e = fexp(-std::fabs(z));
+  const float r = 1.0f / (1.0f + e);
+  return z >= 0.0f ? r : e * r;
+}
+
+}  // namespace
+
+std::vector<paddle::Tensor> LipLogitForward(const paddle::Tensor& y, const paddle::Tensor& gamma,
+                                            const paddle::Tensor& beta, float eps, int threads) {
+  const auto s = y.shape();
+  const int64_t planes = s[0] * s[1], c = s[1], n = s[2] * s[3];
+  auto out = paddle::empty(s, paddle::DataType::FLOAT32, y.place());
+  auto stats = paddle::empty({s[0], s[1], 2}, paddle::DataType::FLOAT32, y.place());
+  const float *yp = y.data<float>(), *gp = gamma.data<float>(), *bp = beta.data<float>();
+  float *op = out.data<float>(), *sp = stats.data<float>();
+#pragma omp parallel for num_threads(num_threads(threads)) schedule(static)
+  for (int64_t pl = 0; pl < planes; ++pl) {
+    const float* ys = yp + pl * n;
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; ++i) sum += ys[i];
+    const double mean = sum / static_cast<double>(n);
+    double sq = 0.0;
+    for (int64_t i = 0; i < n; ++i) sq += (ys[i] - mean) * (ys[i] - mean);
+    const float m = static_cast<float>(mean);
+    const float rstd = static_cast<float>(1.0 / std::sqrt(sq / static_cast<double>(n) + static_cast<double>(eps)));
+    const float g = gp[pl % c], b = bp[pl % c];
+    float* os = op + pl * n;
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) os[i] = LIP_SCALE * fsigmoid(g * ((ys[i] - m) * rstd) + b);
+    sp[2 * pl] = m;
+    sp[2 * pl + 1] = rstd;
+  }
+  return {out, stats};
+}
+
+std::vector<paddle::Tensor> LipLogitBackward(const paddle::Tensor& y, const paddle::Tensor& gamma,
+                                             const paddle::Tensor& beta, const paddle::Tensor& out,
+                                             const paddle::Tensor& stats, const paddle::Tensor& dout, float eps,
+                                             int threads) {
+  const auto s = y.shape();
+  const int64_t planes = s[0] * s[1], c = s[1], n = s[2] * s[3];
+  auto dy = paddle::empty(s, paddle::DataType::FLOAT32, y.place());
+  auto dgamma = paddle::empty({c}, paddle::DataType::FLOAT32, y.place());
+  auto dbeta = paddle::empty({c}, paddle::DataType::FLOAT32, y.place());
+  const float *yp = y.data<float>(), *gp = gamma.data<float>(), *op = out.data<float>(), *sp = stats.data<float>(),
+              *dop = dout.data<float>();
+  float* dyp = dy.data<float>();
+  std::vector<double> dg(planes), db(planes);
+#pragma omp parallel num_threads(num_threads(threads))
+  {
+    std::vector<float> dz(n), yh(n);
+#pragma omp for schedule(static)
+    for (int64_t pl = 0; pl < planes; ++pl) {
+      const float *ys = yp + pl * n, *os = op + pl * n, *gs = dop + pl * n;
+      const float m = sp[2 * pl], rstd = sp[2 * pl + 1], g = gp[pl % c];
+#pragma omp simd
+      for (int64_t i = 0; i < n; ++i) {
+        const float sg = os[i] * (1.0f / LIP_SCALE);
+        dz[i] = gs[i] * LIP_SCALE * sg * (1.0f - sg);  // d out / d z = 12 s (1 - s)
+        yh[i] = (ys[i] - m) * rstd;
+      }
+      double sdz = 0.0, sdzy = 0.0;
+      for (int64_t i = 0; i < n; ++i) sdz += dz[i], sdzy += static_cast<double>(dz[i]) * yh[i];
+      dg[pl] = sdzy;
+      db[pl] = sdz;
+      // dy = rstd (d - mean(d) - yh mean(d yh)) with d = gamma dz
+      const float m1 = static_cast<float>(g * sdz / static_cast<double>(n)),
+                  m2 = static_cast<float>(g * sdzy / static_cast<double>(n));
+      float* ds = dyp + pl * n;
+#pragma omp simd
+      for (int64_t i = 0; i < n; ++i) ds[i] = rstd * (g * dz[i] - m1 - yh[i] * m2);
+    }
+  }
+  float *dgp = dgamma.data<float>(), *dbp = dbeta.data<float>();
+  for (int64_t ch = 0; ch < c; ++ch) {
+    double a = 0.0, b = 0.0;
+    for (int64_t pl = ch; pl < planes; pl += c) a += dg[pl], b += db[pl];
+    dgp[ch] = static_cast<float>(a);
+    dbp[ch] = static_cast<float>(b);
+  }
+  return {dy, dgamma, dbeta};
+}
+
+std::vector<std::vector<int64_t>> LipLogitInferShape(const std::vector<int64_t>& y, const std::vector<int64_t>& g,
+                                                     const std::vector<int64_t>& b, float eps, int threads) {
+  return {y, {y[0], y[1], 2}};
+}
+
+std::vector<paddle::DataType> LipLogitInferDtype(const paddle::DataType& y, const paddle::DataType& g,
+                                                 const paddle::DataType& b) {
+  return {y, y};
+}
+
+PD_BUILD_OP(lenet_lip_logit)
+    .Inputs({"Y", "Gamma", "Beta"})
+    .Outputs({"Out", "Stats"})
+    .Attrs({"eps: float", "threads: int"})
+    .SetKernelFn(PD_KERNEL(LipLogitForward))
+    .SetInferShapeFn(PD_INFER_SHAPE(LipLogitInferShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(LipLogitInferDtype));
+
+PD_BUILD_GRAD_OP(lenet_lip_logit)
+    .Inputs({"Y", "Gamma", "Beta", "Out", "Stats", paddle::Grad("Out")})
+    .Outputs({paddle::Grad("Y"), paddle::Grad("Gamma"), paddle::Grad("Beta")})
+    .Attrs({"eps: float", "threads: int"})
+    .SetKernelFn(PD_KERNEL(LipLogitBackward));
