@@ -151,23 +151,35 @@ def study_figures(summary: dict[str, Any], folder: str) -> list[str]:
         written.append(_save(fig, folder, "curves.png"))
 
     fits = {label: m for label, m in models.items() if "fit" in m and "train_acc_top1_mean" in m.get("curve", {})}
-    if fits:  # train and test accuracy per epoch in one figure: where the test curve peaks, how far train runs ahead
-        fig, ax = plt.subplots(figsize=(6.4, 4.2))
-        for label, m in fits.items():
+    if fits:  # train and test accuracy per epoch: where the test curve peaks, how far train runs ahead
+        # one small panel per model on a shared y axis: ten models' twenty curves in one axes cannot be told apart
+        cols = min(len(fits), 5)
+        rows = -(-len(fits) // cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols + 0.6, 2.3 * rows + 0.9), sharex=True, sharey=True,
+                                 squeeze=False)
+        for ax, (label, m) in zip(axes.flat, fits.items()):
             c, f = m["curve"], m["fit"]
             ax.plot(c["epoch"], [100 * v for v in c["train_acc_top1_mean"]], ls="--", color=color[label],
-                    label=f"{label} train (running, training mode)")
+                    label="train (running, training mode)")
             ax.plot(c["epoch"], [100 * v for v in c["acc_top1_mean"]], marker="o", ms=3, color=color[label],
-                    label=f"{label} test")
-            ax.axvline(f["best_epoch"], color=color[label], lw=0.8, ls=":")
-            ax.annotate(f"best test {100 * f['best_acc_top1']:.2f}% at epoch {f['best_epoch']}",
-                        (f["best_epoch"], 100 * f["best_acc_top1"]), textcoords="offset points", xytext=(-10, -28),
-                        fontsize=8, ha="center")
-        ax.set(xlabel="epoch", ylabel="accuracy, top-1 (%)", title=f"train vs test (mean over {n_seeds} seeds)")
-        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
-        written.append(_save(fig, folder, "train_vs_test.png"))
+                    label="test")
+            ax.axvline(f["best_epoch"], color="gray", lw=0.8, ls=":")
+            ax.set_title(f"{label}: best test {100 * f['best_acc_top1']:.2f}%\nat epoch {f['best_epoch']}", fontsize=8)
+            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+            ax.grid(alpha=0.3)
+            ax.tick_params(labelsize=7)
+        for ax in list(axes.flat)[len(fits):]:
+            ax.set_visible(False)
+        for ax in axes[:, 0]:
+            ax.set_ylabel("accuracy, top-1 (%)", fontsize=8)
+        for ax in axes[-1]:
+            ax.set_xlabel("epoch", fontsize=8)
+        handles, labels = axes.flat[0].get_legend_handles_labels()
+        fig.legend(handles, ["train (dashed; running, training mode)", "test (solid; dotted line: best epoch)"],
+                   loc="lower center", ncol=2, fontsize=8, frameon=False)
+        fig.suptitle(f"train vs test (mean over {n_seeds} seeds)", fontsize=10)
+        fig.tight_layout(rect=(0, 0.07, 1, 0.95))
+        written.append(_save(fig, folder, "train_vs_test.png", tight=False))
 
     per_class = {label: m["per_class"] for label, m in models.items() if m.get("per_class")}
     if len(per_class) == len(models):
@@ -234,10 +246,11 @@ def _per_class_png(summary: dict[str, Any], per_class: dict[str, dict[str, list[
     return _save(fig, folder, "per_class.png")
 
 
-def _save(fig: Any, folder: str, name: str) -> str:
+def _save(fig: Any, folder: str, name: str, tight: bool = True) -> str:
     from .files import atomic_write
 
-    fig.tight_layout()
+    if tight:  # else the caller laid the figure out itself (room for a figure-level legend)
+        fig.tight_layout()
     atomic_write(os.path.join(folder, name), lambda p: fig.savefig(p, dpi=110, format="png"))
     plt.close(fig)
     return name

@@ -323,3 +323,17 @@ def test_each_kernel_has_its_own_arithmetic_revision() -> None:
                       ((("LeNet", legacy), ("nopool", None)), "Paddle's ops")]:
         with pytest.raises(Exception, match=what):
             _one_arithmetic(runs(*bad), uses)
+
+
+def test_train_vs_test_is_one_panel_per_model(tmp_path) -> None:
+    """The zoo's ten models' train and test curves as small multiples (five a row), drawn from the published summary:
+    twenty curves in one axes could not be told apart."""
+    from PIL import Image
+
+    from paddle_lenet.report import study_figures
+
+    summary = json.load(open(os.path.join(ROOT, "docs", "results", "pooling_zoo_fashion10", "summary.json")))
+    assert len(summary["models"]) == 10
+    assert "train_vs_test.png" in study_figures(summary, str(tmp_path))
+    width, height = Image.open(tmp_path / "train_vs_test.png").size
+    assert (width, height) == (round((2.6 * 5 + 0.6) * 110), round((2.3 * 2 + 0.9) * 110))
