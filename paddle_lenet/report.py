@@ -157,7 +157,7 @@ def study_figures(summary: dict[str, Any], folder: str) -> list[str]:
         rows = -(-len(fits) // cols)
         fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols + 0.6, 2.3 * rows + 0.9), sharex=True, sharey=True,
                                  squeeze=False)
-        for ax, (label, m) in zip(axes.flat, fits.items()):
+        for ax, (label, m) in zip(list(axes.flat)[:len(fits)], fits.items(), strict=True):
             c, f = m["curve"], m["fit"]
             ax.plot(c["epoch"], [100 * v for v in c["train_acc_top1_mean"]], ls="--", color=color[label],
                     label="train (running, training mode)")
