@@ -247,8 +247,8 @@ def soft_window(x: paddle.Tensor, logit: paddle.Tensor, k: int, s: int, p: int) 
 
 def lip_logit(y: paddle.Tensor, scale: paddle.Tensor, bias: paddle.Tensor, eps: float) -> paddle.Tensor:
     """``12·sigmoid(instance_norm(y)·scale + bias)`` per plane (LIP's logit after its conv), in one pass. Call only
-    where :func:`window_kernels` is not None."""
-    return window_kernels(y, 1).lenet_lip_logit(y, scale, bias, float(eps), _threads)[0]
+    where the kernels apply (it has no windows: :func:`window_kernels`' size limit does not concern it)."""
+    return _applies(y).lenet_lip_logit(y, scale, bias, float(eps), _threads)[0]
 
 
 def max_pool2x2(x: paddle.Tensor) -> paddle.Tensor:
