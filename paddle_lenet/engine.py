@@ -138,6 +138,8 @@ class Experiment:
                 f"Arch.name={a['name']} is built for {'×'.join(map(str, entry.input_shape))} input but "
                 f"Data.name={d['name']} gives {'×'.join(map(str, self.info.shape))}; pick a matching dataset")
         self.device = select_device(g["device"])
+        if g["fast"] and self.device == "cpu":
+            ops.use_mkl_avx2()  # before the process's first matmul, or MKL keeps the path it took then
         pin_threads(g["threads"])
         check_launcher_env()
         env = paddle.distributed.ParallelEnv()
@@ -231,7 +233,7 @@ class Experiment:
         """
         return {"kernels": _kernel_revision(self.net, self.cfg["Global"]["fast"], self.device),
                 "fast": self.cfg["Global"]["fast"],
-                "isa": ops.isa(), "paddle": paddle.__version__}
+                "isa": ops.isa(), "blas": ops.blas(), "paddle": paddle.__version__}
 
     def load_weights(self, path: str, own: bool = True) -> str:
         """Put a checkpoint's weights into the model after checking it is this config's run; returns how it was

@@ -25,6 +25,8 @@ from pathlib import Path
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
+
 from . import _paddle  # noqa: F401  (paddle without its import-time warnings)
 import paddle
 import paddle.nn.functional as F
@@ -191,6 +193,50 @@ def isa() -> str:
     """The widest x86 vector extension this CPU offers (the kernels are compiled with -march=native)."""
     flags = set(_cpu_fingerprint().split())
     return next((f for f in ("avx512f", "avx2", "avx", "sse4_2") if f in flags), platform.machine() or "unknown")
+
+
+def _cpu_vendor() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("vendor_id")), "")
+    except OSError:
+        return ""
+
+
+def use_mkl_avx2() -> bool:
+    """On x86 CPUs not made by Intel, ask Paddle's bundled MKL for its AVX2 code path; True if asked.
+
+    MKL picks its code path by CPU vendor: on AMD this Paddle's MKL (mklml) runs its generic kernels, 2.5–3× slower
+    for LeNet's linear layers than its AVX2 ones, which an MKL of its age still takes when ``MKL_DEBUG_CPU_TYPE=5``.
+    MKL reads the variable once, at its first call in the process, so this only helps before any matmul ran (the
+    engine calls it first thing); :func:`blas` says which path was taken. A user's own setting is left alone, and
+    Intel CPUs too (they take their widest path anyway; 5 would narrow AVX-512 to AVX2).
+    """
+    if "MKL_DEBUG_CPU_TYPE" in os.environ or _cpu_vendor() in ("GenuineIntel", ""):
+        return False
+    flags = set(_cpu_fingerprint().split())
+    if not {"avx2", "fma"} <= flags:
+        return False
+    os.environ["MKL_DEBUG_CPU_TYPE"] = "5"
+    return True
+
+
+_blas: str | None = None
+
+
+def blas() -> str:
+    """Which BLAS code path computes this process's Paddle matmuls: a digest of one fixed CPU product.
+
+    Two runs on the same ISA can differ here (MKL on AMD with or without :func:`use_mkl_avx2`), and the path is
+    fixed at MKL's first call, so once per process. Recorded with each run's arithmetic, beside the ISA.
+    """
+    global _blas
+    if _blas is None:
+        rng = np.random.RandomState(0)
+        a, b = (paddle.to_tensor(rng.standard_normal(s).astype("float32"), place=paddle.CPUPlace())
+                for s in ((64, 400), (400, 120)))
+        _blas = hashlib.sha1(np.ascontiguousarray(paddle.matmul(a, b).numpy()).tobytes()).hexdigest()[:12]
+    return _blas
 
 
 def cpu_cores() -> int:

@@ -591,7 +591,8 @@ def summarize(base: dict[str, Any], results: list[dict[str, Any]], wall: float,
             "family": (f"{len(comparisons)} comparisons of acc_top1 (Study.compare); p-values Holm-adjusted over them"
                        if len(comparisons) > 1 else "one comparison"),
             "alpha": st["alpha"], "equivalence_margin": st["equivalence_margin"],
-            "arithmetic": {"kernels": kernels, "isa": isas},
+            "arithmetic": {"kernels": kernels, "isa": isas,
+                           "blas": sorted({(m.get("arithmetic") or {}).get("blas", "unrecorded") for m in recorded})},
             "paper": st["paper"], "missing_runs": missing or [], "wall_seconds": round(wall, 1),
             "machine": f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPU cores, "
                        f"{st['workers']} worker(s)"}

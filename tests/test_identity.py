@@ -94,6 +94,11 @@ def test_non_finite_weights_are_refused(seeds01, tmp_path) -> None:
 def test_arithmetic_is_recorded_and_never_mixed_on_resume(seeds01, tmp_path) -> None:
     m = json.load(open(os.path.join(seeds01, "s0", "metrics.json")))
     assert m["arithmetic"]["kernels"] and m["arithmetic"]["fast"] is True and m["arithmetic"]["isa"]
+    # the BLAS path recorded is the one a fresh process takes after the engine's MKL request: the run asked in time
+    fresh = subprocess.run([sys.executable, "-c", "from paddle_lenet import ops; ops.use_mkl_avx2(); print(ops.blas())"],
+                           capture_output=True, text=True, cwd=ROOT, env={k: v for k, v in os.environ.items()
+                                                                          if k != "MKL_DEBUG_CPU_TYPE"})
+    assert m["arithmetic"]["blas"] == fresh.stdout.split()[-1]
     run = tmp_path / "r"
     shutil.copytree(os.path.join(seeds01, "s0"), run)
     args = mnist_args(str(tmp_path), "r", "configs/lenet.yml", 2) + ["-o", "Data.train_limit=512", "-o", "Global.resume=true"]

@@ -234,3 +234,31 @@ def test_lip_logit_equals_the_plain_branch(shape: tuple) -> None:
         assert all(np.array_equal(a, b) for a, b in zip(run(True), got, strict=True))
     finally:
         ops.configure(threads=0)
+
+
+def _mkl_probe(env_value: str | None) -> tuple[str, str, str]:
+    """(asked, MKL_DEBUG_CPU_TYPE after the request, BLAS digest) of a fresh process."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "MKL_DEBUG_CPU_TYPE"}
+    if env_value is not None:
+        env["MKL_DEBUG_CPU_TYPE"] = env_value
+    code = ("import os; from paddle_lenet import ops; a = ops.use_mkl_avx2(); "
+            "print(a, repr(os.environ.get('MKL_DEBUG_CPU_TYPE')), ops.blas())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    asked, value, digest = out.stdout.split()[-3:]
+    return asked, value, digest
+
+
+def test_mkl_avx2_is_asked_for_only_off_intel_and_never_over_a_users_setting() -> None:
+    asked, value, digest = _mkl_probe(None)
+    user_asked, user_value, default_digest = _mkl_probe("")  # the user's own (empty) setting: MKL's default path
+    assert (user_asked, user_value) == ("False", "''")
+    flags = set(ops._cpu_fingerprint().split())
+    if ops._cpu_vendor() in ("GenuineIntel", "") or not {"avx2", "fma"} <= flags:
+        assert (asked, value, digest) == ("False", "None", default_digest)
+    else:  # AMD and others: MKL's AVX2 path, which rounds differently, so the recorded digest tells the two apart
+        assert (asked, value) == ("True", "'5'") and digest != default_digest
+

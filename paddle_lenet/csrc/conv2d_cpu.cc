@@ -30,10 +30,12 @@ constexpr int64_t L = 16;       // columns per register tile (one AVX-512 vector
 // not change any result: every element still sums its products in depth order.
 #ifdef __AVX512F__
 constexpr int64_t RB = 8;
-constexpr int64_t NRB = 16;  // rows of the narrow tile, NRB x NL (weight gradients of layers with <= NL outputs)
+// rows of the narrow tile, NRB x NL (weight gradients of layers with <= NL outputs): the most, and the fewest
+// tried, so that a layer's depth K pads to few rows (LeNet's first layer: K = 25 rows as 2 x 13, not 3 x 12)
+constexpr int64_t NRB = 16, NRB_MIN = 13;
 #else
 constexpr int64_t RB = 6;
-constexpr int64_t NRB = 12;
+constexpr int64_t NRB = 13, NRB_MIN = 9;
 #endif
 constexpr int64_t NL = 8;    // columns of the narrow tile: LeNet's first layer has 6 output channels
 constexpr int64_t CHUNKS = 8;   // batch chunks: the unit of parallel work and of gradient reduction
@@ -154,6 +156,33 @@ void gemm_tiled(int64_t M, int64_t N, int64_t D, const float* a, const int64_t* 
     }
 }
 
+// rows of the narrow tile for depth K: the fewest padded rows, then the fewest tiles
+int64_t narrow_rows(int64_t K) {
+  int64_t best = NRB;
+  for (int64_t r = NRB; r >= NRB_MIN; --r)
+    if (round_up(K, r) < round_up(K, best)) best = r;
+  return best;
+}
+
+template <int64_t R>
+void narrow_gemm_r(int64_t rows, int64_t M, int64_t N, int64_t D, const float* a, const int64_t* arow, const float* b,
+                   const int64_t* brow, float* c, int64_t ldc) {
+  if constexpr (R > NRB_MIN) {
+    if (rows != R) return narrow_gemm_r<R - 1>(rows, M, N, D, a, arow, b, brow, c, ldc);
+  }
+  gemm_tiled<true, R, NL>(M, N, D, a, arow, b, brow, c, ldc);
+}
+
+// c += A @ B with the narrow tile of `rows` (narrow_rows(K)) rows
+void narrow_gemm(int64_t rows, int64_t M, int64_t N, int64_t D, const float* a, const int64_t* arow, const float* b,
+                 const int64_t* brow, float* c, int64_t ldc) {
+  narrow_gemm_r<NRB>(rows, M, N, D, a, arow, b, brow, c, ldc);
+}
+
+// rows of the forward's tile for O output channels: RB, or 4 where that pads fewer rows (16 channels: 16, not 18)
+constexpr int64_t FRB = 4;
+int64_t forward_rows(int64_t O) { return round_up(O, FRB) < round_up(O, RB) ? FRB : RB; }
+
 template <bool ACC>
 void gemm(int64_t M, int64_t N, int64_t D, const float* a, const int64_t* arow, const float* b,
           const int64_t* brow, float* c, int64_t ldc) {
@@ -229,6 +258,49 @@ struct Wide {
   }
 };
 
+// im2col's adjoint on the wide grid, without read-modify-write passes over the padded image:
+// pad[pos] = +0 + dcol[k][pos - shift[k]] + ... over the rows k that reach pos, in row order. Adding the rows one
+// after the other in place (each shifted one float from the last) stalled on store forwarding; here eight
+// positions at a time stay in a register and each block lists the rows that reach it. dcol's rows carry M zeros
+// either side, so a row reaching only part of a block adds +0 to the rest: +0 changes no sum (none is -0, each
+// starting from +0). Per element the same additions in the same order: the same bits.
+struct Col2im {
+  static constexpr int64_t B = 8, M = 8;  // positions a block; zeros either side of a dcol row
+  int64_t ld, blocks;                      // dcol's row stride (Q + 2M); blocks covering every channel's planes
+  std::vector<int64_t> first, off;         // block b's rows: dcol + off[first[b]], ..., dcol + off[first[b + 1] - 1]
+  Col2im() : ld(0), blocks(0) {}
+  Col2im(const Wide& w, int64_t c, int64_t k, int64_t K, int64_t Q) : ld(Q + 2 * M) {
+    const int64_t span = w.s * w.s * w.hph * w.wph, kk = k * k;  // one channel's planes; its rows of dcol
+    blocks = (c * span + B - 1) / B;
+    first.reserve(blocks + 1);
+    for (int64_t b = 0; b < blocks; ++b) {
+      first.push_back(static_cast<int64_t>(off.size()));
+      const int64_t p0 = b * B, ci = p0 / span;
+      // a channel's rows reach at most k - 1 positions into the next channel's planes, never further
+      for (int64_t r = std::max<int64_t>(0, (ci - 1) * kk); r < std::min(K, (ci + 2) * kk); ++r) {
+        const int64_t sh = w.shift[r];
+        if (sh < p0 + B && sh + w.q > p0) off.push_back(r * ld + M + p0 - sh);
+      }
+    }
+    first.push_back(static_cast<int64_t>(off.size()));
+  }
+  // dcol: [rows][ld], row r's column q at r * ld + M + q, margins zero
+  void run(const float* __restrict dcol, float* __restrict pad) const {
+    for (int64_t b = 0; b < blocks; ++b) {
+#ifdef __AVX2__
+      __m256 acc = _mm256_setzero_ps();  // a register (GCC kept a float[8] on the stack: a store-forward chain)
+      for (int64_t e = first[b]; e < first[b + 1]; ++e) acc = _mm256_add_ps(acc, _mm256_loadu_ps(dcol + off[e]));
+      _mm256_storeu_ps(pad + b * B, acc);
+#else
+      float acc[B] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+      for (int64_t e = first[b]; e < first[b + 1]; ++e)
+        for (int64_t l = 0; l < B; ++l) acc[l] += dcol[off[e] + l];
+      std::memcpy(pad + b * B, acc, sizeof acc);
+#endif
+    }
+  }
+};
+
 // Layers with tiny outputs (LeNet_BN's 5x5 -> 1x1 convolution) would fill one of L columns per image: there G
 // images sit side by side in one explicit im2col matrix [K][G*P] instead. Every element still sums its products
 // in the same order (depth order; over images then pixels for the weight gradient; channels for dcol), so the
@@ -284,7 +356,7 @@ std::vector<paddle::Tensor> Conv2dForward(const paddle::Tensor& x, const paddle:
                                           const paddle::Tensor& b, int stride, int padding, bool need_dx,
                                           int threads) {
   const Geom g = geom(x.shape(), w.shape(), stride, padding);
-  const int64_t K = g.K(), Op = round_up(g.o, RB);
+  const int64_t K = g.K(), fr = forward_rows(g.o), Op = round_up(g.o, fr);
   auto out = paddle::empty({g.n, g.o, g.ho, g.wo}, paddle::DataType::FLOAT32, x.place());
   const float* xp = x.data<float>();
   const float* bp = b.data<float>();
@@ -304,7 +376,11 @@ std::vector<paddle::Tensor> Conv2dForward(const paddle::Tensor& x, const paddle:
         const int64_t n0 = gi * bt.g, m = std::min(bt.g, g.n - n0);
         std::fill(col.begin(), col.end(), 0.f);
         for (int64_t j = 0; j < m; ++j) im2col_at(g, xp + (n0 + j) * g.in_size(), col.data(), bt.nb, j * P);
-        gemm<false>(Op, bt.nb, K, wpad.data(), wrow.data(), col.data(), crow.data(), res.data(), bt.nb);
+        if (fr == FRB) {
+          gemm_tiled<false, FRB, L>(Op, bt.nb, K, wpad.data(), wrow.data(), col.data(), crow.data(), res.data(), bt.nb);
+        } else {
+          gemm<false>(Op, bt.nb, K, wpad.data(), wrow.data(), col.data(), crow.data(), res.data(), bt.nb);
+        }
         for (int64_t j = 0; j < m; ++j)
           for (int64_t o = 0; o < g.o; ++o)
             for (int64_t q = 0; q < P; ++q) op[((n0 + j) * g.o + o) * P + q] = res[o * bt.nb + j * P + q] + bp[o];
@@ -320,7 +396,11 @@ std::vector<paddle::Tensor> Conv2dForward(const paddle::Tensor& x, const paddle:
 #pragma omp for schedule(static)
     for (int64_t n = 0; n < g.n; ++n) {
       wide.pad(xp + n * g.in_size(), g.c, g.h, g.w, buf.data());
-      gemm<false>(Op, N, K, wpad.data(), wrow.data(), buf.data(), wide.shift.data(), res.data(), N);
+      if (fr == FRB) {
+        gemm_tiled<false, FRB, L>(Op, N, K, wpad.data(), wrow.data(), buf.data(), wide.shift.data(), res.data(), N);
+      } else {
+        gemm<false>(Op, N, K, wpad.data(), wrow.data(), buf.data(), wide.shift.data(), res.data(), N);
+      }
       float* dst = op + n * g.o * g.P();
       for (int64_t o = 0; o < g.o; ++o)
         for (int64_t i = 0; i < g.ho; ++i)
@@ -336,7 +416,8 @@ std::vector<paddle::Tensor> Conv2dBackward(const paddle::Tensor& x, const paddle
   const Geom g = geom(x.shape(), w.shape(), stride, padding);
   // few output channels: the weight-gradient GEMM's columns are the channels; a narrow tile wastes fewer
   const bool narrow = g.o <= NL;
-  const int64_t K = g.K(), P = g.P(), Kp = round_up(K, narrow ? NRB : RB), Ol = narrow ? NL : round_up(g.o, L);
+  const int64_t K = g.K(), P = g.P(), nr = narrow_rows(K), Kp = round_up(K, narrow ? nr : RB);
+  const int64_t Ol = narrow ? NL : round_up(g.o, L), Kd = round_up(K, RB);  // Kd: rows of dcol = W^T @ dout
   auto dx = paddle::empty({need_dx ? g.n : 0, g.c, g.h, g.w}, paddle::DataType::FLOAT32, x.place());
   auto dw = paddle::empty({g.o, g.c, g.k, g.k}, paddle::DataType::FLOAT32, x.place());
   auto db = paddle::empty({g.o}, paddle::DataType::FLOAT32, x.place());
@@ -348,10 +429,10 @@ std::vector<paddle::Tensor> Conv2dBackward(const paddle::Tensor& x, const paddle
   const Wide wide(g.c, g.h, g.w, g.k, g.s, g.p, g.ho, Kp);
   const int64_t Q = wide.qp, ld = wide.wph;
   const auto gtrow = strided(Q, Ol);
-  std::vector<float> wt(Kp * g.o, 0.f);  // weights transposed, [Kp][O], for dcol = W^T @ dout
+  std::vector<float> wt(Kd * g.o, 0.f);  // weights transposed, [Kd][O], for dcol = W^T @ dout
   for (int64_t o = 0; o < g.o; ++o)
     for (int64_t k = 0; k < K; ++k) wt[k * g.o + o] = wp[o * K + k];
-  const auto wtrow = strided(Kp, g.o), grow = strided(g.o, Q);
+  const auto wtrow = strided(Kd, g.o), grow = strided(g.o, Q);
   // per chunk: dW^T [Kp][Ol] and db [O]
   std::vector<float> dwt(CHUNKS * Kp * Ol, 0.f), dbc(CHUNKS * g.o, 0.f);
   if (batched(g)) {
@@ -360,7 +441,7 @@ std::vector<paddle::Tensor> Conv2dBackward(const paddle::Tensor& x, const paddle
 #pragma omp parallel num_threads(num_threads(threads))
     {
       std::vector<float> col(Kp * bt.nb, 0.f), gt(bt.nb * Ol, 0.f), gbuf(g.o * bt.nb, 0.f);
-      std::vector<float> dcol(need_dx ? Kp * bt.nb : 0);
+      std::vector<float> dcol(need_dx ? Kd * bt.nb : 0);
 #pragma omp for schedule(static)
       for (int64_t chunk = 0; chunk < CHUNKS; ++chunk) {
         float* my_dwt = dwt.data() + chunk * Kp * Ol;
@@ -386,21 +467,22 @@ std::vector<paddle::Tensor> Conv2dBackward(const paddle::Tensor& x, const paddle
             im2col_at(g, xp + (n0 + j) * g.in_size(), col.data(), bt.nb, j * P);
           }
           if (narrow) {
-            gemm_tiled<true, NRB, NL>(Kp, Ol, bt.nb, col.data(), crow.data(), gt.data(), gtb_row.data(), my_dwt, Ol);
+            narrow_gemm(nr, Kp, Ol, bt.nb, col.data(), crow.data(), gt.data(), gtb_row.data(), my_dwt, Ol);
           } else {
             gemm<true>(Kp, Ol, bt.nb, col.data(), crow.data(), gt.data(), gtb_row.data(), my_dwt, Ol);
           }
           if (!need_dx) continue;
-          gemm<false>(Kp, bt.nb, g.o, wt.data(), wtrow.data(), gbuf.data(), gbrow.data(), dcol.data(), bt.nb);
+          gemm<false>(Kd, bt.nb, g.o, wt.data(), wtrow.data(), gbuf.data(), gbrow.data(), dcol.data(), bt.nb);
           for (int64_t j = 0; j < m; ++j) col2im_at(g, dcol.data(), bt.nb, j * P, dxp + (n0 + j) * g.in_size());
         }
       }
     }
   } else {
+  const Col2im c2i = need_dx ? Col2im(wide, g.c, g.k, K, Q) : Col2im{};
 #pragma omp parallel num_threads(num_threads(threads))
   {
     std::vector<float> buf(wide.size, 0.f), gt(Q * Ol, 0.f);
-    std::vector<float> gbuf(need_dx ? g.o * Q : 0, 0.f), dcol(need_dx ? Kp * Q : 0);
+    std::vector<float> gbuf(need_dx ? g.o * Q : 0, 0.f), dcol(need_dx ? Kd * c2i.ld : 0, 0.f);
     std::vector<float> dpad(need_dx ? wide.size : 0);
 #pragma omp for schedule(static)
     for (int64_t chunk = 0; chunk < CHUNKS; ++chunk) {
@@ -408,20 +490,24 @@ std::vector<paddle::Tensor> Conv2dBackward(const paddle::Tensor& x, const paddle
       float* my_db = dbc.data() + chunk * g.o;
       for (int64_t n = chunk_begin(chunk, g.n); n < chunk_begin(chunk + 1, g.n); ++n) {
         const float* go = gp + n * g.o * P;
-        // db: each channel's sum runs in pixel order (serial, so bit-stable), eight channels' chains at a time
-        for (int64_t o0 = 0; o0 < g.o; o0 += 8) {
-          const int64_t m = std::min<int64_t>(8, g.o - o0);
-          float s[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
-          for (int64_t q = 0; q < P; ++q)
-            for (int64_t o = 0; o < m; ++o) s[o] += go[(o0 + o) * P + q];
-          for (int64_t o = 0; o < m; ++o) my_db[o0 + o] += s[o];
-        }
         for (int64_t i = 0; i < g.ho; ++i)  // dout^T on the wide grid
           for (int64_t j = 0; j < g.wo; ++j)
             for (int64_t o = 0; o < g.o; ++o) gt[(i * ld + j) * Ol + o] = go[(o * g.ho + i) * g.wo + j];
+        // db: each channel's sum runs in pixel order from 0 (serial, so bit-stable); gt's rows are the pixels'
+        // channel vectors, so eight channels' chains are one vector add a pixel (lanes past O read gt's zeros)
+        for (int64_t o0 = 0; o0 < g.o; o0 += 8) {
+          float s[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+          for (int64_t i = 0; i < g.ho; ++i)
+            for (int64_t j = 0; j < g.wo; ++j) {
+              const float* r = gt.data() + (i * ld + j) * Ol + o0;
+#pragma omp simd
+              for (int64_t l = 0; l < 8; ++l) s[l] += r[l];
+            }
+          for (int64_t o = 0; o < std::min<int64_t>(8, g.o - o0); ++o) my_db[o0 + o] += s[o];
+        }
         wide.pad(xp + n * g.in_size(), g.c, g.h, g.w, buf.data());
         if (narrow) {
-          gemm_tiled<true, NRB, NL>(Kp, Ol, Q, buf.data(), wide.shift.data(), gt.data(), gtrow.data(), my_dwt, Ol);
+          narrow_gemm(nr, Kp, Ol, Q, buf.data(), wide.shift.data(), gt.data(), gtrow.data(), my_dwt, Ol);
         } else {
           gemm<true>(Kp, Ol, Q, buf.data(), wide.shift.data(), gt.data(), gtrow.data(), my_dwt, Ol);
         }
@@ -431,14 +517,8 @@ std::vector<paddle::Tensor> Conv2dBackward(const paddle::Tensor& x, const paddle
         for (int64_t o = 0; o < g.o; ++o)
           for (int64_t i = 0; i < g.ho; ++i)
             std::memcpy(gbuf.data() + o * Q + i * ld, go + (o * g.ho + i) * g.wo, sizeof(float) * g.wo);
-        gemm<false>(Kp, Q, g.o, wt.data(), wtrow.data(), gbuf.data(), grow.data(), dcol.data(), Q);
-        std::fill(dpad.begin(), dpad.end(), 0.f);
-        for (int64_t k = 0; k < K; ++k) {
-          float* dst = dpad.data() + wide.shift[k];
-          const float* src = dcol.data() + k * Q;
-#pragma omp simd
-          for (int64_t q = 0; q < wide.q; ++q) dst[q] += src[q];
-        }
+        gemm<false>(Kd, Q, g.o, wt.data(), wtrow.data(), gbuf.data(), grow.data(), dcol.data() + Col2im::M, c2i.ld);
+        c2i.run(dcol.data(), dpad.data());
         wide.unpad(dpad.data(), g.c, g.h, g.w, dxp + n * g.in_size());
       }
     }
@@ -446,12 +526,18 @@ std::vector<paddle::Tensor> Conv2dBackward(const paddle::Tensor& x, const paddle
   }
   float* dwp = dw.data<float>();
   float* dbp = db.data<float>();
-  for (int64_t o = 0; o < g.o; ++o) {
-    for (int64_t k = 0; k < K; ++k) {
-      float s = 0.f;
-      for (int64_t chunk = 0; chunk < CHUNKS; ++chunk) s += dwt[(chunk * Kp + k) * Ol + o];
-      dwp[o * K + k] = s;
+  // each element sums its chunks in chunk order from 0, as ever; a row of Ol channels at a time (a vector)
+  std::vector<float> row(Ol);
+  for (int64_t k = 0; k < K; ++k) {
+    std::fill(row.begin(), row.end(), 0.f);
+    for (int64_t chunk = 0; chunk < CHUNKS; ++chunk) {
+      const float* src = dwt.data() + (chunk * Kp + k) * Ol;
+#pragma omp simd
+      for (int64_t o = 0; o < Ol; ++o) row[o] += src[o];
     }
+    for (int64_t o = 0; o < g.o; ++o) dwp[o * K + k] = row[o];
+  }
+  for (int64_t o = 0; o < g.o; ++o) {
     float s = 0.f;
     for (int64_t chunk = 0; chunk < CHUNKS; ++chunk) s += dbc[chunk * g.o + o];
     dbp[o] = s;
