@@ -34,6 +34,15 @@ class FastConv2D(nn.Conv2D):
                 and layer._padding_mode == "zeros")
 
 
+def _two_by_two(layer: nn.MaxPool2D | nn.AvgPool2D) -> bool:
+    """2×2 windows, stride 2, no padding, floor mode, NCHW: what the pooling kernels compute."""
+    def pair(v: object) -> list:
+        return list(v) if isinstance(v, (list, tuple)) else [v, v]
+
+    return (pair(layer.ksize) == [2, 2] and pair(layer.stride or layer.ksize) == [2, 2]
+            and pair(layer.padding) == [0, 0] and not layer.ceil_mode and layer.data_format == "NCHW")
+
+
 class FastMaxPool2D(nn.MaxPool2D):
     """2×2, stride-2 max pooling through the package's kernel (ties: the first element, as Paddle's)."""
 
@@ -44,12 +53,20 @@ class FastMaxPool2D(nn.MaxPool2D):
 
     @staticmethod
     def fits(layer: nn.MaxPool2D) -> bool:
-        def pair(v: object) -> list:
-            return list(v) if isinstance(v, (list, tuple)) else [v, v]
+        return _two_by_two(layer) and not layer.return_mask
 
-        return (pair(layer.ksize) == [2, 2] and pair(layer.stride or layer.ksize) == [2, 2]
-                and pair(layer.padding) == [0, 0] and not layer.ceil_mode and not layer.return_mask
-                and layer.data_format == "NCHW")
+
+class FastAvgPool2D(nn.AvgPool2D):
+    """2×2, stride-2 average pooling through the package's kernel: Paddle's arithmetic, without its generic loop."""
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        if not paddle.in_dynamic_mode():
+            return nn.AvgPool2D.forward(self, x)
+        return ops.avg_pool2x2(x)
+
+    @staticmethod
+    def fits(layer: nn.AvgPool2D) -> bool:
+        return _two_by_two(layer) and layer.divisor is None
 
 
 class FastStochasticPool(StochasticPool):
@@ -108,6 +125,7 @@ class FastLpPool(LpPool):
 _SWAPS: dict[type, tuple[type, object]] = {
     nn.Conv2D: (FastConv2D, FastConv2D.fits),
     nn.MaxPool2D: (FastMaxPool2D, FastMaxPool2D.fits),
+    nn.AvgPool2D: (FastAvgPool2D, FastAvgPool2D.fits),
     StochasticPool: (FastStochasticPool, None),
     SoftPool: (FastSoftPool, None),
     LIPPool: (FastLIPPool, None),
@@ -120,6 +138,7 @@ _SWAPS: dict[type, tuple[type, object]] = {
 KERNELS: dict[type, tuple[str, ...]] = {
     FastConv2D: ("conv2d",),
     FastMaxPool2D: ("max_pool2x2",),
+    FastAvgPool2D: ("avg_pool2x2",),
     FastStochasticPool: ("stochastic_pool",),
     FastSoftPool: ("soft_window",),
     FastLIPPool: ("lip_window", "lip_logit"),

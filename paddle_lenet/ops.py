@@ -161,6 +161,7 @@ LEGACY = "e21a994dce6a"
 REVISIONS = {
     "conv2d": LEGACY,
     "max_pool2x2": LEGACY,
+    "avg_pool2x2": LEGACY,  # Paddle's avg_pool2d bit for bit (tests/test_ops.py): runs before it keep matching
     "soft_window": "2",  # SoftPool's 2x2 windows side by side in vector registers
     "lip_window": "3",  # the soft-window kernel's 3x3/stride-2 windows (LIP) as separable row and column sums
     "stochastic_pool": LEGACY,
@@ -303,6 +304,14 @@ def max_pool2x2(x: paddle.Tensor) -> paddle.Tensor:
     if k is None or x.shape[2] % 2 or x.shape[3] % 2:
         return F.max_pool2d(x, 2, 2, return_mask=True)[0]  # the mask kernel: faster on CPU, same values
     return k.lenet_max_pool2x2(x, _threads)[0]
+
+
+def avg_pool2x2(x: paddle.Tensor) -> paddle.Tensor:
+    """``F.avg_pool2d(x, 2, 2)``, bit for bit (the same sums in the same order, the same division)."""
+    k = _applies(x)
+    if k is None:
+        return F.avg_pool2d(x, 2, 2)
+    return k.lenet_avg_pool2x2(x, _threads)
 
 
 def stochastic_pool(x: paddle.Tensor, u: paddle.Tensor, k: int) -> paddle.Tensor:

@@ -262,3 +262,22 @@ def test_mkl_avx2_is_asked_for_only_off_intel_and_never_over_a_users_setting() -
     else:  # AMD and others: MKL's AVX2 path, which rounds differently, so the recorded digest tells the two apart
         assert (asked, value) == ("True", "'5'") and digest != default_digest
 
+
+@pytest.mark.parametrize("shape", [(4, 6, 28, 28), (3, 2, 13, 11), (1, 1, 3, 5)])
+def test_avg_pool_is_paddles_bit_for_bit(shape: tuple) -> None:
+    """Its revision is LEGACY: runs that pooled with Paddle's op before the kernel existed must have the same bits."""
+    rng = np.random.RandomState(7)
+    a = rng.standard_normal(shape).astype("float32")
+    a.flat[::7], a.flat[1::11], a.flat[5::17] = 0.0, -0.0, 3e38  # zeros of both signs; sums that overflow
+    a.flat[3::13] *= 1e-39  # subnormals
+    a.flat[::29], a.flat[2::31], a.flat[4::37] = np.inf, np.nan, -np.inf
+    g = rng.standard_normal([shape[0], shape[1], shape[2] // 2, shape[3] // 2]).astype("float32")
+    g.flat[::5], g.flat[1::9] = -0.0, 0.0
+    out = []
+    for f in (lambda t: F.avg_pool2d(t, 2, 2), ops.avg_pool2x2):
+        x = paddle.to_tensor(a, stop_gradient=False)
+        y = f(x)
+        (dx,) = paddle.grad([y], [x], [paddle.to_tensor(g)])
+        out.append((y.numpy().tobytes(), dx.numpy().tobytes()))
+    assert out[0] == out[1]
+

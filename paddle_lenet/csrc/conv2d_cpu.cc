@@ -129,12 +129,21 @@ Geom geom(const std::vector<int64_t>& xs, const std::vector<int64_t>& ws, int st
   return g;
 }
 
+// The depths d a GEMM sums over, in order: d = s * stride + j for s < segs, j < len (all D of them: one segment).
+// The weight gradient sums over the wide grid's pixels; its extra columns meet zeros of dout, and a product
+// x * (+0) of a finite x adds +-0 to a sum that is never -0 (every sum starts from +0): skipping them moves no bit.
+struct Depth {
+  int64_t segs, len, stride;
+  Depth(int64_t D) : segs(1), len(D), stride(0) {}  // NOLINT: every plain depth converts
+  Depth(int64_t s, int64_t l, int64_t st) : segs(s), len(l), stride(st) {}
+};
+
 // c[M][N] = (ACC ? c : 0) + A @ B with A[i][d] = a[arow[i] + d] and B[d][j] = b[brow[d] + j]. Row
 // offsets (not a leading dimension) let A or B be shifted views of one padded image: the implicit
 // im2col of every convolution (Wide, below). M is a multiple of RB, N of L, so each RB x L tile of c stays in
 // registers over the whole D loop.
 template <bool ACC, int64_t TR, int64_t TL>
-void gemm_tiled(int64_t M, int64_t N, int64_t D, const float* a, const int64_t* arow, const float* b,
+void gemm_tiled(int64_t M, int64_t N, Depth D, const float* a, const int64_t* arow, const float* b,
                 const int64_t* brow, float* c, int64_t ldc) {
   for (int64_t i0 = 0; i0 < M; i0 += TR)
     for (int64_t j0 = 0; j0 < N; j0 += TL) {
@@ -143,14 +152,15 @@ void gemm_tiled(int64_t M, int64_t N, int64_t D, const float* a, const int64_t* 
         for (int64_t j = 0; j < TL; ++j) acc[i][j] = ACC ? c[(i0 + i) * ldc + j0 + j] : 0.f;
       const float* ai[TR];
       for (int64_t i = 0; i < TR; ++i) ai[i] = a + arow[i0 + i];
-      for (int64_t d = 0; d < D; ++d) {
-        const float* bd = b + brow[d] + j0;
-        for (int64_t i = 0; i < TR; ++i) {
-          const float av = ai[i][d];
+      for (int64_t sg = 0; sg < D.segs; ++sg)
+        for (int64_t d = sg * D.stride, end = d + D.len; d < end; ++d) {
+          const float* bd = b + brow[d] + j0;
+          for (int64_t i = 0; i < TR; ++i) {
+            const float av = ai[i][d];
 #pragma omp simd
-          for (int64_t j = 0; j < TL; ++j) acc[i][j] += av * bd[j];
+            for (int64_t j = 0; j < TL; ++j) acc[i][j] += av * bd[j];
+          }
         }
-      }
       for (int64_t i = 0; i < TR; ++i)
         for (int64_t j = 0; j < TL; ++j) c[(i0 + i) * ldc + j0 + j] = acc[i][j];
     }
@@ -165,7 +175,7 @@ int64_t narrow_rows(int64_t K) {
 }
 
 template <int64_t R>
-void narrow_gemm_r(int64_t rows, int64_t M, int64_t N, int64_t D, const float* a, const int64_t* arow, const float* b,
+void narrow_gemm_r(int64_t rows, int64_t M, int64_t N, Depth D, const float* a, const int64_t* arow, const float* b,
                    const int64_t* brow, float* c, int64_t ldc) {
   if constexpr (R > NRB_MIN) {
     if (rows != R) return narrow_gemm_r<R - 1>(rows, M, N, D, a, arow, b, brow, c, ldc);
@@ -174,7 +184,7 @@ void narrow_gemm_r(int64_t rows, int64_t M, int64_t N, int64_t D, const float* a
 }
 
 // c += A @ B with the narrow tile of `rows` (narrow_rows(K)) rows
-void narrow_gemm(int64_t rows, int64_t M, int64_t N, int64_t D, const float* a, const int64_t* arow, const float* b,
+void narrow_gemm(int64_t rows, int64_t M, int64_t N, Depth D, const float* a, const int64_t* arow, const float* b,
                  const int64_t* brow, float* c, int64_t ldc) {
   narrow_gemm_r<NRB>(rows, M, N, D, a, arow, b, brow, c, ldc);
 }
@@ -184,7 +194,7 @@ constexpr int64_t FRB = 4;
 int64_t forward_rows(int64_t O) { return round_up(O, FRB) < round_up(O, RB) ? FRB : RB; }
 
 template <bool ACC>
-void gemm(int64_t M, int64_t N, int64_t D, const float* a, const int64_t* arow, const float* b,
+void gemm(int64_t M, int64_t N, Depth D, const float* a, const int64_t* arow, const float* b,
           const int64_t* brow, float* c, int64_t ldc) {
   gemm_tiled<ACC, RB, L>(M, N, D, a, arow, b, brow, c, ldc);
 }
@@ -321,17 +331,35 @@ bool batched(const Geom& g) {
   return 2 * g.P() <= round_up(g.ho * wph, L);
 }
 
-// col[k][off + q] = x[c][oh*s-p+kh][ow*s-p+kw] (zero outside the image), k = (c, kh, kw), q = (oh, ow)
+// the forward pass copies im2col only once per image (no adjoint to add back): batched already when the wide
+// grid is more than ~40% padding (the GAP head's 5x5 outputs: 25 of 48 columns)
+bool batched_forward(const Geom& g) {
+  const int64_t wph = (g.w + 2 * g.p + g.s - 1) / g.s;
+  return 5 * g.P() <= 3 * round_up(g.ho * wph, L);
+}
+
+// the output columns ow whose input column ow*s - p + kw lies inside [0, w): [lo, hi)
+inline void inside(const Geom& g, int64_t kw, int64_t* lo, int64_t* hi) {
+  *lo = g.p > kw ? (g.p - kw + g.s - 1) / g.s : 0;
+  *hi = g.w - 1 + g.p - kw < 0 ? 0 : std::min(g.wo, (g.w - 1 + g.p - kw) / g.s + 1);
+}
+
+// col[k][off + q] = x[c][oh*s-p+kh][ow*s-p+kw], k = (c, kh, kw), q = (oh, ow); where the window leaves the image
+// col keeps the zeros its callers filled it with
 void im2col_at(const Geom& g, const float* x, float* col, int64_t ld, int64_t off) {
   for (int64_t c = 0; c < g.c; ++c)
     for (int64_t kh = 0; kh < g.k; ++kh)
       for (int64_t kw = 0; kw < g.k; ++kw) {
         float* row = col + ((c * g.k + kh) * g.k + kw) * ld + off;
-        for (int64_t oh = 0; oh < g.ho; ++oh)
-          for (int64_t ow = 0; ow < g.wo; ++ow) {
-            const int64_t ih = oh * g.s - g.p + kh, iw = ow * g.s - g.p + kw;
-            row[oh * g.wo + ow] = (ih >= 0 && ih < g.h && iw >= 0 && iw < g.w) ? x[(c * g.h + ih) * g.w + iw] : 0.f;
-          }
+        int64_t lo, hi;
+        inside(g, kw, &lo, &hi);
+        for (int64_t oh = 0; oh < g.ho; ++oh) {
+          const int64_t ih = oh * g.s - g.p + kh;
+          if (ih < 0 || ih >= g.h) continue;
+          const float* src = x + (c * g.h + ih) * g.w - g.p + kw;  // src[ow * s] = x[c][ih][ow * s - p + kw]
+          float* dst = row + oh * g.wo;
+          for (int64_t ow = lo; ow < hi; ++ow) dst[ow] = src[ow * g.s];
+        }
       }
 }
 
@@ -342,11 +370,15 @@ void col2im_at(const Geom& g, const float* col, int64_t ld, int64_t off, float* 
     for (int64_t kh = 0; kh < g.k; ++kh)
       for (int64_t kw = 0; kw < g.k; ++kw) {
         const float* row = col + ((c * g.k + kh) * g.k + kw) * ld + off;
-        for (int64_t oh = 0; oh < g.ho; ++oh)
-          for (int64_t ow = 0; ow < g.wo; ++ow) {
-            const int64_t ih = oh * g.s - g.p + kh, iw = ow * g.s - g.p + kw;
-            if (ih >= 0 && ih < g.h && iw >= 0 && iw < g.w) x[(c * g.h + ih) * g.w + iw] += row[oh * g.wo + ow];
-          }
+        int64_t lo, hi;
+        inside(g, kw, &lo, &hi);
+        for (int64_t oh = 0; oh < g.ho; ++oh) {
+          const int64_t ih = oh * g.s - g.p + kh;
+          if (ih < 0 || ih >= g.h) continue;
+          float* dst = x + (c * g.h + ih) * g.w - g.p + kw;
+          const float* src = row + oh * g.wo;
+          for (int64_t ow = lo; ow < hi; ++ow) dst[ow * g.s] += src[ow];
+        }
       }
 }
 
@@ -364,7 +396,7 @@ std::vector<paddle::Tensor> Conv2dForward(const paddle::Tensor& x, const paddle:
   std::vector<float> wpad(Op * K, 0.f);  // weights as [Op][K], zero rows past O
   std::copy(w.data<float>(), w.data<float>() + g.o * K, wpad.begin());
   const auto wrow = strided(Op, K);
-  if (batched(g)) {
+  if (batched_forward(g)) {
     const Batch bt(g.P(), g.n);
     const auto crow = strided(K, bt.nb);
     const int64_t groups = (g.n + bt.g - 1) / bt.g, P = g.P();
@@ -467,9 +499,9 @@ std::vector<paddle::Tensor> Conv2dBackward(const paddle::Tensor& x, const paddle
             im2col_at(g, xp + (n0 + j) * g.in_size(), col.data(), bt.nb, j * P);
           }
           if (narrow) {
-            narrow_gemm(nr, Kp, Ol, bt.nb, col.data(), crow.data(), gt.data(), gtb_row.data(), my_dwt, Ol);
+            narrow_gemm(nr, Kp, Ol, m * P, col.data(), crow.data(), gt.data(), gtb_row.data(), my_dwt, Ol);
           } else {
-            gemm<true>(Kp, Ol, bt.nb, col.data(), crow.data(), gt.data(), gtb_row.data(), my_dwt, Ol);
+            gemm<true>(Kp, Ol, m * P, col.data(), crow.data(), gt.data(), gtb_row.data(), my_dwt, Ol);
           }
           if (!need_dx) continue;
           gemm<false>(Kd, bt.nb, g.o, wt.data(), wtrow.data(), gbuf.data(), gbrow.data(), dcol.data(), bt.nb);
@@ -479,6 +511,7 @@ std::vector<paddle::Tensor> Conv2dBackward(const paddle::Tensor& x, const paddle
     }
   } else {
   const Col2im c2i = need_dx ? Col2im(wide, g.c, g.k, K, Q) : Col2im{};
+  const Depth pixels(g.ho, g.wo, ld);  // the wide grid's real pixels: its extra columns are zeros of dout
 #pragma omp parallel num_threads(num_threads(threads))
   {
     std::vector<float> buf(wide.size, 0.f), gt(Q * Ol, 0.f);
@@ -507,9 +540,9 @@ std::vector<paddle::Tensor> Conv2dBackward(const paddle::Tensor& x, const paddle
         }
         wide.pad(xp + n * g.in_size(), g.c, g.h, g.w, buf.data());
         if (narrow) {
-          narrow_gemm(nr, Kp, Ol, Q, buf.data(), wide.shift.data(), gt.data(), gtrow.data(), my_dwt, Ol);
+          narrow_gemm(nr, Kp, Ol, pixels, buf.data(), wide.shift.data(), gt.data(), gtrow.data(), my_dwt, Ol);
         } else {
-          gemm<true>(Kp, Ol, Q, buf.data(), wide.shift.data(), gt.data(), gtrow.data(), my_dwt, Ol);
+          gemm<true>(Kp, Ol, pixels, buf.data(), wide.shift.data(), gt.data(), gtrow.data(), my_dwt, Ol);
         }
         if (!need_dx) continue;
         // dx: dcol = W^T @ dout on the wide grid, then im2col's adjoint: every dcol row is added, shifted, into
@@ -682,6 +715,78 @@ PD_BUILD_GRAD_OP(lenet_max_pool2x2)
     .Outputs({paddle::Grad("X")})
     .Attrs({"threads: int"})
     .SetKernelFn(PD_KERNEL(MaxPoolBackward));
+
+// 2x2 average pooling, stride 2 (odd last rows and columns in no window): Paddle's CPU kernel's arithmetic exactly,
+// without its generic window loop (0.5 ms a call for LeNet's first layer) — the sum from +0 in row-major window
+// order, divided by 4; the gradient 0 + 0.25 * dout at each of the window's pixels, 0 elsewhere.
+std::vector<paddle::Tensor> AvgPoolForward(const paddle::Tensor& x, int threads) {
+  auto s = x.shape();
+  const int64_t planes = s[0] * s[1], h = s[2], w = s[3], ho = h / 2, wo = w / 2;
+  auto out = paddle::empty({s[0], s[1], ho, wo}, paddle::DataType::FLOAT32, x.place());
+  const float* xp = x.data<float>();
+  float* op = out.data<float>();
+#pragma omp parallel for num_threads(num_threads(threads)) schedule(static)
+  for (int64_t pl = 0; pl < planes; ++pl)
+    for (int64_t i = 0; i < ho; ++i) {
+      const float* __restrict r0 = xp + (pl * h + 2 * i) * w;
+      const float* __restrict r1 = r0 + w;
+      float* __restrict dst = op + (pl * ho + i) * wo;
+#pragma omp simd
+      for (int64_t j = 0; j < wo; ++j) {
+        float v = 0.f;
+        v += r0[2 * j];
+        v += r0[2 * j + 1];
+        v += r1[2 * j];
+        v += r1[2 * j + 1];
+        dst[j] = v / 4.f;
+      }
+    }
+  return {out};
+}
+
+std::vector<paddle::Tensor> AvgPoolBackward(const paddle::Tensor& x, const paddle::Tensor& dout, int threads) {
+  auto s = x.shape();
+  const int64_t planes = s[0] * s[1], h = s[2], w = s[3], ho = h / 2, wo = w / 2;
+  auto dx = paddle::empty(s, paddle::DataType::FLOAT32, x.place());
+  const float* gp = dout.data<float>();
+  float* dp = dx.data<float>();
+#pragma omp parallel for num_threads(num_threads(threads)) schedule(static)
+  for (int64_t pl = 0; pl < planes; ++pl) {
+    for (int64_t i = 0; i < ho; ++i) {
+      float* __restrict r0 = dp + (pl * h + 2 * i) * w;
+      float* __restrict r1 = r0 + w;
+      const float* __restrict g = gp + (pl * ho + i) * wo;
+#pragma omp simd
+      for (int64_t j = 0; j < wo; ++j) {
+        const float d = 0.f + 0.25f * g[j];  // Paddle adds scale * dout into zeros: -0 becomes +0
+        r0[2 * j] = d, r0[2 * j + 1] = d, r1[2 * j] = d, r1[2 * j + 1] = d;
+      }
+      for (int64_t j = 2 * wo; j < w; ++j) r0[j] = r1[j] = 0.f;
+    }
+    for (int64_t i = 2 * ho; i < h; ++i) std::fill(dp + (pl * h + i) * w, dp + (pl * h + i + 1) * w, 0.f);
+  }
+  return {dx};
+}
+
+std::vector<std::vector<int64_t>> AvgPoolInferShape(const std::vector<int64_t>& x, int threads) {
+  return {{x[0], x[1], x[2] / 2, x[3] / 2}};
+}
+
+std::vector<paddle::DataType> AvgPoolInferDtype(const paddle::DataType& x) { return {x}; }
+
+PD_BUILD_OP(lenet_avg_pool2x2)
+    .Inputs({"X"})
+    .Outputs({"Out"})
+    .Attrs({"threads: int"})
+    .SetKernelFn(PD_KERNEL(AvgPoolForward))
+    .SetInferShapeFn(PD_INFER_SHAPE(AvgPoolInferShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(AvgPoolInferDtype));
+
+PD_BUILD_GRAD_OP(lenet_avg_pool2x2)
+    .Inputs({"X", paddle::Grad("Out")})
+    .Outputs({paddle::Grad("X")})
+    .Attrs({"threads: int"})
+    .SetKernelFn(PD_KERNEL(AvgPoolBackward));
 
 // Softmax-weighted window pooling: out[o] = sum_i p_i x_i over the k x k window of output o (stride s,
 // padding p; padded positions are not part of any window), with p = softmax(L) over that window.
