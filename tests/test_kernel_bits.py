@@ -138,7 +138,8 @@ def test_the_recorded_arithmetic_has_digests_for_every_case() -> None:
     ISA recorded for it."""
     table = _table()
     names = {f"conv2d/{c[0]}" for c in CONVS} | {
-        "max_pool2x2", "avg_pool2x2", "avg_pool2x2/odd_13x11", "soft_window/soft_2x2", "lip_window/3x3_s2_p1", "lip_window/odd_13x11", "stochastic_pool", "dpp",
+        "max_pool2x2", "avg_pool2x2", "avg_pool2x2/odd_13x11",
+        "soft_window/soft_2x2", "lip_window/3x3_s2_p1", "lip_window/odd_13x11", "stochastic_pool", "dpp",
         "dpp/odd_37x19", "lp_pool", "lp_pool/odd_p7", "lip_logit"}
     for kernel, rev in ops.REVISIONS.items():
         entry = table.get(kernel, {}).get(rev)
