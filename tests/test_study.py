@@ -246,11 +246,17 @@ def test_records_travel_merge_and_report_on_a_fresh_machine(study, tmp_path) -> 
     in one line, and a grown study trains only the new seed."""
     import shutil
 
+    import subprocess
+    import sys
+
     root, _ = study
     args = ["-c", STUDY, "-o", "Data.name=MNIST5k", "-o", "Global.epochs=1", "-o", "Study.workers=1"]
-    for k in (0, 1):
-        tool("study", *args, "-o", "Study.seeds=2", "-o", f"Global.output_dir={tmp_path / f'm{k}'}",
-             "--shard", f"{k}/2", check=True)
+    shards = [subprocess.Popen([sys.executable, os.path.join(ROOT, "tools", "study.py"), *args, "-o", "Study.seeds=2",
+                                "-o", f"Global.output_dir={tmp_path / f'm{k}'}", "--shard", f"{k}/2"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for k in (0, 1)]
+    for p in shards:  # two machines at once, each with its own folder
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err[-2000:]
     merged = tmp_path / "records"
     for k in (0, 1):
         shutil.copytree(tmp_path / f"m{k}" / "pooling_vs_stride" / "records", merged, dirs_exist_ok=True)
