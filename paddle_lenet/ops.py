@@ -44,12 +44,18 @@ _threads = 0  # 0: all cores (OpenMP's default)
 _enabled = True
 
 
-def _cpu_fingerprint() -> str:
+def _cpuinfo_line(key: str) -> str | None:
+    """The first ``key`` line of /proc/cpuinfo ("" if it has none; None without the file)."""
     try:
         with open("/proc/cpuinfo") as f:
-            return next((line for line in f if line.startswith("flags")), "")
+            return next((line for line in f if line.startswith(key)), "")
     except OSError:
-        return platform.processor()
+        return None
+
+
+def _cpu_fingerprint() -> str:
+    line = _cpuinfo_line("flags")
+    return platform.processor() if line is None else line
 
 
 def _build_name() -> str:
@@ -197,11 +203,8 @@ def isa() -> str:
 
 
 def _cpu_vendor() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("vendor_id")), "")
-    except OSError:
-        return ""
+    line = _cpuinfo_line("vendor_id") or ""
+    return line.split(":", 1)[1].strip() if ":" in line else ""
 
 
 def use_mkl_avx2() -> bool:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import paddle
 import paddle.nn as nn
@@ -238,10 +242,6 @@ def test_lip_logit_equals_the_plain_branch(shape: tuple) -> None:
 
 def _mkl_probe(env_value: str | None) -> tuple[str, str, str]:
     """(asked, MKL_DEBUG_CPU_TYPE after the request, BLAS digest) of a fresh process."""
-    import os
-    import subprocess
-    import sys
-
     env = {k: v for k, v in os.environ.items() if k != "MKL_DEBUG_CPU_TYPE"}
     if env_value is not None:
         env["MKL_DEBUG_CPU_TYPE"] = env_value

@@ -193,6 +193,13 @@ void narrow_gemm(int64_t rows, int64_t M, int64_t N, Depth D, const float* a, co
 constexpr int64_t FRB = 4;
 int64_t forward_rows(int64_t O) { return round_up(O, FRB) < round_up(O, RB) ? FRB : RB; }
 
+// c = A @ B with the forward's tile of `rows` (forward_rows(O)) rows
+void forward_gemm(int64_t rows, int64_t M, int64_t N, int64_t D, const float* a, const int64_t* arow, const float* b,
+                  const int64_t* brow, float* c, int64_t ldc) {
+  if (rows == FRB) return gemm_tiled<false, FRB, L>(M, N, D, a, arow, b, brow, c, ldc);
+  gemm_tiled<false, RB, L>(M, N, D, a, arow, b, brow, c, ldc);
+}
+
 template <bool ACC>
 void gemm(int64_t M, int64_t N, Depth D, const float* a, const int64_t* arow, const float* b,
           const int64_t* brow, float* c, int64_t ldc) {
@@ -325,18 +332,15 @@ struct Batch {
   }
 };
 
+// columns of the wide grid of one image (Wide::qp): its output pixels plus padding
+int64_t wide_columns(const Geom& g) { return round_up(g.ho * ((g.w + 2 * g.p + g.s - 1) / g.s), L); }
+
 // when the wide grid would be more than half padding (outputs of 3x3 or smaller)
-bool batched(const Geom& g) {
-  const int64_t wph = (g.w + 2 * g.p + g.s - 1) / g.s;
-  return 2 * g.P() <= round_up(g.ho * wph, L);
-}
+bool batched(const Geom& g) { return 2 * g.P() <= wide_columns(g); }
 
 // the forward pass copies im2col only once per image (no adjoint to add back): batched already when the wide
 // grid is more than ~40% padding (the GAP head's 5x5 outputs: 25 of 48 columns)
-bool batched_forward(const Geom& g) {
-  const int64_t wph = (g.w + 2 * g.p + g.s - 1) / g.s;
-  return 5 * g.P() <= 3 * round_up(g.ho * wph, L);
-}
+bool batched_forward(const Geom& g) { return 5 * g.P() <= 3 * wide_columns(g); }
 
 // the output columns ow whose input column ow*s - p + kw lies inside [0, w): [lo, hi)
 inline void inside(const Geom& g, int64_t kw, int64_t* lo, int64_t* hi) {
@@ -408,11 +412,7 @@ std::vector<paddle::Tensor> Conv2dForward(const paddle::Tensor& x, const paddle:
         const int64_t n0 = gi * bt.g, m = std::min(bt.g, g.n - n0);
         std::fill(col.begin(), col.end(), 0.f);
         for (int64_t j = 0; j < m; ++j) im2col_at(g, xp + (n0 + j) * g.in_size(), col.data(), bt.nb, j * P);
-        if (fr == FRB) {
-          gemm_tiled<false, FRB, L>(Op, bt.nb, K, wpad.data(), wrow.data(), col.data(), crow.data(), res.data(), bt.nb);
-        } else {
-          gemm<false>(Op, bt.nb, K, wpad.data(), wrow.data(), col.data(), crow.data(), res.data(), bt.nb);
-        }
+        forward_gemm(fr, Op, bt.nb, K, wpad.data(), wrow.data(), col.data(), crow.data(), res.data(), bt.nb);
         for (int64_t j = 0; j < m; ++j)
           for (int64_t o = 0; o < g.o; ++o)
             for (int64_t q = 0; q < P; ++q) op[((n0 + j) * g.o + o) * P + q] = res[o * bt.nb + j * P + q] + bp[o];
@@ -428,11 +428,7 @@ std::vector<paddle::Tensor> Conv2dForward(const paddle::Tensor& x, const paddle:
 #pragma omp for schedule(static)
     for (int64_t n = 0; n < g.n; ++n) {
       wide.pad(xp + n * g.in_size(), g.c, g.h, g.w, buf.data());
-      if (fr == FRB) {
-        gemm_tiled<false, FRB, L>(Op, N, K, wpad.data(), wrow.data(), buf.data(), wide.shift.data(), res.data(), N);
-      } else {
-        gemm<false>(Op, N, K, wpad.data(), wrow.data(), buf.data(), wide.shift.data(), res.data(), N);
-      }
+      forward_gemm(fr, Op, N, K, wpad.data(), wrow.data(), buf.data(), wide.shift.data(), res.data(), N);
       float* dst = op + n * g.o * g.P();
       for (int64_t o = 0; o < g.o; ++o)
         for (int64_t i = 0; i < g.ho; ++i)
