@@ -167,6 +167,20 @@ def test_ctrl_c_during_the_kernel_build_then_a_clean_rebuild(tmp_path) -> None:
              env={"PADDLE_EXTENSION_DIR": env["PADDLE_EXTENSION_DIR"]}, check=True)
     assert "unavailable" not in p.stderr  # the kernels were built, not given up on
     assert metrics(str(tmp_path), "x")["acc_top1"] > 0.8
+    # later processes load the built library without paddle's loader (it rewrites its setup script each time it
+    # runs, and runs a child Python: ~3 s a process); a stamp that does not match sends them through the loader
+    (folder,) = [f for f in (tmp_path / "ext").iterdir() if f.is_dir()]
+    (setup,) = (tmp_path / "ext").glob("*_setup.py")
+    probe = [sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); from paddle_lenet import ops; "
+             "print(ops.kernels() is not None)", ROOT]
+    before = setup.stat().st_mtime_ns
+    for stamp in (None, "{}"):
+        if stamp is not None:
+            (folder / "paddle_lenet_built.json").write_text(stamp)
+        p = subprocess.run(probe, capture_output=True, text=True, env=env, timeout=120)
+        assert p.stdout.split()[-1] == "True", p.stderr[-2000:]
+        assert (setup.stat().st_mtime_ns == before) == (stamp is None)
+    assert json.loads((folder / "paddle_lenet_built.json").read_text())["size"] > 0  # the loader stamped it again
 
 
 def test_eval_and_export_read_the_run(run2, tmp_path) -> None:
