@@ -42,6 +42,12 @@ constexpr int64_t CHUNKS = 8;   // batch chunks: the unit of parallel work and o
 
 int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 
+// a short row copy inline: the images' rows are 5-32 floats, where a call to memcpy per row cost more than the copy
+inline void copy_floats(float* __restrict dst, const float* __restrict src, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) dst[i] = src[i];
+}
+
 // exp and log for the pooling kernels, in plain arithmetic so that loops calling them vectorise (std::exp
 // and std::log are scalar calls here). Cephes' single-precision polynomials: within ~2 ulp of libm on the
 // ranges used (exp of arguments <= 0.1 or so, log of positive normal floats); tests compare with Paddle's ops.
@@ -264,7 +270,7 @@ struct Wide {
         float* img = x + (ci * h + i) * w;
         if (s == 1) {
           float* row = buf + (ci * hp + i + p) * wp + p;
-          IN ? std::memcpy(row, img, sizeof(float) * w) : std::memcpy(img, row, sizeof(float) * w);
+          IN ? copy_floats(row, img, w) : copy_floats(img, row, w);
           continue;
         }
         for (int64_t j0 = 0; j0 < std::min(s, w); ++j0) {
@@ -545,7 +551,7 @@ std::vector<paddle::Tensor> Conv2dBackward(const paddle::Tensor& x, const paddle
         // the padded (phase-split) image, in row order; dout is zero on the extra columns
         for (int64_t o = 0; o < g.o; ++o)
           for (int64_t i = 0; i < g.ho; ++i)
-            std::memcpy(gbuf.data() + o * Q + i * ld, go + (o * g.ho + i) * g.wo, sizeof(float) * g.wo);
+            copy_floats(gbuf.data() + o * Q + i * ld, go + (o * g.ho + i) * g.wo, g.wo);
         gemm<false>(Kd, Q, g.o, wt.data(), wtrow.data(), gbuf.data(), grow.data(), dcol.data() + Col2im::M, c2i.ld);
         c2i.run(dcol.data(), dpad.data());
         wide.unpad(dpad.data(), g.c, g.h, g.w, dxp + n * g.in_size());
@@ -814,9 +820,35 @@ inline void for_window(const Win& g, int64_t i, int64_t j, F f) {
 // e^(L - M) for every pixel of a plane, M the plane's maximum: one exp per pixel instead of one per window
 // element (LIP's 3x3 windows overlap 2.25x, and the backward pass needs the same weights). A window whose
 // weights all but underflow (its logits ~46 below the plane's maximum) is recomputed with its own maximum.
-float plane_weights(const float* ls, int64_t size, float* e) {
+// The plane's maximum logit as std::max(m, v) over the plane finds it (a NaN never replaces m), sixteen lanes at a
+// time (the serial chain of maxima was most of this function's time). The value is the serial one's; only the sign
+// of a zero maximum may differ, and that moves no weight: v - m differs between m = +0 and m = -0 only for v = -0,
+// and fexp(+0) and fexp(-0) both reduce to r = +0, the same bits (tests/test_kernel_bits.py).
+float plane_max(const float* ls, int64_t size) {
   float m = -INFINITY;
-  for (int64_t q = 0; q < size; ++q) m = std::max(m, ls[q]);
+  const int64_t body = size / 16 * 16;
+#ifdef __AVX2__
+  if (body > 0) {
+    __m256 a = _mm256_set1_ps(-INFINITY), b = a;
+    for (int64_t q = 0; q < body; q += 16) {
+      const __m256 u = _mm256_loadu_ps(ls + q), v = _mm256_loadu_ps(ls + q + 8);
+      a = _mm256_blendv_ps(a, u, _mm256_cmp_ps(a, u, _CMP_LT_OQ));  // (a < u) ? u : a, false for NaN
+      b = _mm256_blendv_ps(b, v, _mm256_cmp_ps(b, v, _CMP_LT_OQ));
+    }
+    alignas(32) float t[16];
+    _mm256_store_ps(t, a);
+    _mm256_store_ps(t + 8, b);
+    for (const float v : t) m = std::max(m, v);
+  }
+#else
+  for (int64_t q = 0; q < body; ++q) m = std::max(m, ls[q]);
+#endif
+  for (int64_t q = body; q < size; ++q) m = std::max(m, ls[q]);
+  return m;
+}
+
+float plane_weights(const float* ls, int64_t size, float* e) {
+  const float m = plane_max(ls, size);
   for (int64_t q = 0; q < size; ++q) e[q] = fexp(ls[q] - m);
   return m;
 }
@@ -888,24 +920,28 @@ struct Lip {
   }
 };
 
+// ce, cx: w + 2 floats each, the first and the last zero: window j's columns 2j - 1 .. 2j + 1 are ce[2j .. 2j + 2], so
+// every window adds three columns from 0 in column order, a border window a zero first (+0 + +0 is +0) or last (+0
+// added to a sum that is never -0: each starts from +0), the same bits as adding only its columns
 void lip_forward(const Lip& g, const float* __restrict x, const float* __restrict e, float* __restrict out,
                  float* __restrict z, float* __restrict ce, float* __restrict cx) {
+  float *pe = ce + 1, *px = cx + 1;
   for (int64_t i = 0; i < g.ho; ++i) {
     const int64_t r0 = std::max<int64_t>(2 * i - 1, 0), r1 = std::min<int64_t>(2 * i + 2, g.h);
-    for (int64_t c = 0; c < g.w; ++c) ce[c] = cx[c] = 0.f;
+    for (int64_t c = 0; c < g.w; ++c) pe[c] = px[c] = 0.f;
     for (int64_t r = r0; r < r1; ++r) {
       const float *er = e + r * g.w, *xr = x + r * g.w;
+#pragma omp simd
       for (int64_t c = 0; c < g.w; ++c) {
-        ce[c] += er[c];
-        cx[c] += er[c] * xr[c];
+        pe[c] += er[c];
+        px[c] += er[c] * xr[c];
       }
     }
+#pragma omp simd
     for (int64_t j = 0; j < g.wo; ++j) {
-      const int64_t c0 = std::max<int64_t>(2 * j - 1, 0), c1 = std::min<int64_t>(2 * j + 2, g.w);
-      float zz = 0.f, acc = 0.f;
-      for (int64_t c = c0; c < c1; ++c) zz += ce[c], acc += cx[c];
+      const float zz = ((0.f + ce[2 * j]) + ce[2 * j + 1]) + ce[2 * j + 2];
       z[i * g.wo + j] = zz;
-      out[i * g.wo + j] = acc / zz;
+      out[i * g.wo + j] = (((0.f + cx[2 * j]) + cx[2 * j + 1]) + cx[2 * j + 2]) / zz;
     }
   }
 }
@@ -913,7 +949,8 @@ void lip_forward(const Lip& g, const float* __restrict x, const float* __restric
 // gz = g / z and gzy = g y / z per window (0 for the windows in `skip`: z below UNDERFLOW), then per pixel
 void lip_backward(const Lip& g, const float* __restrict x, const float* __restrict e, const float* __restrict y,
                   const float* __restrict gout, const float* __restrict z, float* __restrict dx, float* __restrict dl,
-                  float* __restrict gz, float* __restrict gzy, float* __restrict ra, float* __restrict rb) {
+                  float* __restrict gz, float* __restrict gzy, float* __restrict ra, float* __restrict rb,
+                  float* __restrict ca, float* __restrict cb) {
   for (int64_t t = 0; t < g.ho * g.wo; ++t) {
     const float v = z[t] < UNDERFLOW ? 0.f : gout[t] / z[t];
     gz[t] = v;
@@ -925,15 +962,20 @@ void lip_backward(const Lip& g, const float* __restrict x, const float* __restri
     for (int64_t j = 0; j < g.wo; ++j) ra[j] = rb[j] = 0.f;
     for (int64_t i = i0; i <= i1 && i < g.ho; ++i)
       for (int64_t j = 0; j < g.wo; ++j) ra[j] += gz[i * g.wo + j], rb[j] += gzy[i * g.wo + j];
+    // per column the sums over the windows holding it, from 0 in window order (column 2j lies in window j, column
+    // 2j + 1 in windows j and j + 1 if there is one), then the row's pixels in one vector loop
+    for (int64_t j = 0; j < g.wo; ++j) {
+      const float a = 0.f + ra[j], b = 0.f + rb[j];
+      const bool next = j + 1 < g.wo;
+      if (2 * j < g.w) ca[2 * j] = a, cb[2 * j] = b;
+      if (2 * j + 1 < g.w) ca[2 * j + 1] = next ? a + ra[j + 1] : a, cb[2 * j + 1] = next ? b + rb[j + 1] : b;
+    }
     const float *er = e + r * g.w, *xr = x + r * g.w;
     float *dxr = dx + r * g.w, *dlr = dl + r * g.w;
+#pragma omp simd
     for (int64_t c = 0; c < g.w; ++c) {
-      int64_t j0, j1;
-      Lip::span(c, g.wo, &j0, &j1);
-      float a = 0.f, b = 0.f;
-      for (int64_t j = j0; j <= j1 && j < g.wo; ++j) a += ra[j], b += rb[j];
-      dxr[c] = er[c] * a;
-      dlr[c] = er[c] * (xr[c] * a - b);
+      dxr[c] = er[c] * ca[c];
+      dlr[c] = er[c] * (xr[c] * ca[c] - cb[c]);
     }
   }
 }
@@ -949,7 +991,7 @@ std::vector<paddle::Tensor> SoftWindowForward(const paddle::Tensor& x, const pad
 #pragma omp parallel num_threads(num_threads(threads))
   {
     std::vector<float> e(g.h * g.w), z(std::max(quad, lip ? g.ho * g.wo : 0)), X(4 * quad), E(4 * quad),
-        ce(lip ? g.w : 0), cx(lip ? g.w : 0);
+        ce(lip ? g.w + 2 : 0, 0.f), cx(lip ? g.w + 2 : 0, 0.f);
 #pragma omp for schedule(static)
     for (int64_t pl = 0; pl < g.planes; ++pl) {
       const float *xs = xp + pl * g.h * g.w, *ls = lp + pl * g.h * g.w;
@@ -1004,8 +1046,12 @@ std::vector<paddle::Tensor> SoftWindowBackward(const paddle::Tensor& x, const pa
                                                const paddle::Tensor& out, const paddle::Tensor& dout, int k, int s,
                                                int p, int threads) {
   const Win g = win(x.shape(), k, s, p);
-  auto dx = paddle::full(x.shape(), 0.f, paddle::DataType::FLOAT32, x.place());
-  auto dl = paddle::full(x.shape(), 0.f, paddle::DataType::FLOAT32, x.place());
+  // LIP's separable backward writes every pixel; the others add into (or skip) some: zeros first
+  const bool writes_all = g.k == 3 && g.s == 2 && g.p == 1;
+  auto dx = writes_all ? paddle::empty(x.shape(), paddle::DataType::FLOAT32, x.place())
+                       : paddle::full(x.shape(), 0.f, paddle::DataType::FLOAT32, x.place());
+  auto dl = writes_all ? paddle::empty(x.shape(), paddle::DataType::FLOAT32, x.place())
+                       : paddle::full(x.shape(), 0.f, paddle::DataType::FLOAT32, x.place());
   const float *xp = x.data<float>(), *lp = logit.data<float>(), *op = out.data<float>(), *gp = dout.data<float>();
   float *dxp = dx.data<float>(), *dlp = dl.data<float>();
   const int64_t quad = g.k == 2 && g.s == 2 && g.p == 0 ? Quad(g.h, g.w).n : 0;
@@ -1013,7 +1059,8 @@ std::vector<paddle::Tensor> SoftWindowBackward(const paddle::Tensor& x, const pa
 #pragma omp parallel num_threads(num_threads(threads))
   {
     std::vector<float> e(g.h * g.w), z(std::max(quad, lip)), X(4 * quad), E(4 * quad), DX(4 * quad), DL(4 * quad),
-        gz(lip), gzy(lip), ra(lip ? g.wo : 0), rb(lip ? g.wo : 0), yy(lip), ce(lip ? g.w : 0), cx(lip ? g.w : 0);
+        gz(lip), gzy(lip), ra(lip ? g.wo : 0), rb(lip ? g.wo : 0), yy(lip), ce(lip ? g.w + 2 : 0, 0.f),
+        cx(lip ? g.w + 2 : 0, 0.f), ca(lip ? g.w : 0), cb(lip ? g.w : 0);
 #pragma omp for schedule(static)
     for (int64_t pl = 0; pl < g.planes; ++pl) {
       const int64_t base = pl * g.h * g.w;
@@ -1046,7 +1093,7 @@ std::vector<paddle::Tensor> SoftWindowBackward(const paddle::Tensor& x, const pa
         const int64_t o = pl * g.ho * g.wo;
         lip_forward(lg, xs, e.data(), yy.data(), z.data(), ce.data(), cx.data());  // z exactly as the forward's
         lip_backward(lg, xs, e.data(), op + o, gp + o, z.data(), dxs, dls, gz.data(), gzy.data(), ra.data(),
-                     rb.data());
+                     rb.data(), ca.data(), cb.data());
         for (int64_t t = 0; t < g.ho * g.wo; ++t)
           if (z[t] < UNDERFLOW) {  // left out above: added with the window's own maximum
             const int64_t i = t / g.wo, j = t % g.wo;
