@@ -256,6 +256,22 @@ def _save(fig: Any, folder: str, name: str, tight: bool = True) -> str:
     return name
 
 
+def mixed_blas_note(summary: dict[str, Any]) -> str | None:
+    """A warning when the reported runs' matmuls took different BLAS code paths (``arithmetic.blas``), else None.
+
+    Not refused like mixed kernels: runs recorded before the digest existed say nothing about their path, and a
+    path is the machine's, not the package's. But the bits differ (measured: zoo seed 0 re-run on AMD with MKL's AVX2
+    path differs from its record from the first epoch; with MKL's default path it matches it exactly), so the report
+    says so, and which digests it saw.
+    """
+    paths = (summary.get("arithmetic") or {}).get("blas") or []
+    if len(paths) < 2:
+        return None
+    return (f"**Mixed BLAS paths:** the runs' matmuls were computed on {len(paths)} code paths "
+            f"({', '.join(paths)}; `arithmetic.blas` in each run's metrics.json), so equal seeds are not bit-equal "
+            "runs across them; for one path, re-run the study's runs on one machine type (Global.overwrite=true).")
+
+
 def study_markdown(summary: dict[str, Any], figures: list[str]) -> str:
     models = summary["models"]
     seeds = summary["seeds"]
@@ -267,6 +283,8 @@ def study_markdown(summary: dict[str, Any], figures: list[str]) -> str:
     if summary.get("missing_runs"):
         lines += [f"**Incomplete:** {len(summary['missing_runs'])} run(s) missing: "
                   f"{', '.join(summary['missing_runs'])}. Numbers below cover the finished runs only.", ""]
+    if mixed_blas_note(summary):
+        lines += [mixed_blas_note(summary), ""]
     shifts = sorted(next(iter(models.values()))["shift_acc"], key=int)
     params_key = "trainable_params" if all("trainable_params" in m for m in models.values()) else "params"
     rows = [[label, m["model"], f"{m[params_key]:,}", f"{m['flops'] / 1e6:.2f} M", m["runs"],

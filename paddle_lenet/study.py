@@ -163,7 +163,7 @@ def run_study(path: str, overrides: list[str], shard: tuple[int, int] | None = N
             return None
         results = [_result(j, skipped=True, st=st) for j in jobs]  # in the study's order, whatever finished first
     missing = [f"{j['label']}/seed_{j['seed']}" for j in jobs if states[id(j)] not in finished and report_only]
-    from .report import write_study_report
+    from .report import mixed_blas_note, write_study_report
 
     from .engine import model_kernels
 
@@ -173,6 +173,9 @@ def run_study(path: str, overrides: list[str], shard: tuple[int, int] | None = N
     if missing:
         print(f"{len(missing)} of {len(jobs)} runs are missing from the report: {', '.join(missing[:6])}"
               f"{' ...' if len(missing) > 6 else ''}", flush=True)
+    note = mixed_blas_note(summary)
+    if note:
+        print(note, flush=True)
     return summary
 
 

@@ -355,3 +355,16 @@ def test_a_study_worker_starts_without_the_statistics() -> None:
             "print(sorted(m for m in ('scipy', 'matplotlib') if m in sys.modules))")
     p = subprocess.run([sys.executable, "-c", code, ROOT], capture_output=True, text=True, timeout=120)
     assert p.stdout.split("\n")[-2] == "[]", p.stdout + p.stderr[-2000:]
+
+
+def test_a_report_over_two_blas_paths_says_so(study) -> None:
+    """Runs whose matmuls took different BLAS code paths (or one recorded before the digest existed) are reported
+    with a warning that names the paths; one path, none."""
+    from paddle_lenet.report import study_markdown
+
+    root, _ = study
+    s = json.load(open(os.path.join(root, "summary.json")))
+    assert len(s["arithmetic"]["blas"]) == 1 and "Mixed BLAS" not in open(os.path.join(root, "report.md")).read()
+    s["arithmetic"]["blas"] = [s["arithmetic"]["blas"][0], "unrecorded"]
+    text = study_markdown(s, [])
+    assert "**Mixed BLAS paths:** the runs' matmuls were computed on 2 code paths" in text and "unrecorded" in text
