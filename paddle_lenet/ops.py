@@ -155,7 +155,7 @@ def _mark_built(folder: Path, name: str) -> None:
 
 
 def _load_built(folder: Path, name: str) -> Any:
-    """The library this process built before, registered directly; None to go through paddle's loader.
+    """The library this environment built before, registered directly; None to go through paddle's loader.
 
     Paddle's ``load`` runs its setup script in a child Python even when nothing needs compiling: ~3 s in every
     process (each tool, each study run, each test subprocess). The cache key (:func:`_build_name`) already names

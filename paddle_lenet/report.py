@@ -283,8 +283,9 @@ def study_markdown(summary: dict[str, Any], figures: list[str]) -> str:
     if summary.get("missing_runs"):
         lines += [f"**Incomplete:** {len(summary['missing_runs'])} run(s) missing: "
                   f"{', '.join(summary['missing_runs'])}. Numbers below cover the finished runs only.", ""]
-    if mixed_blas_note(summary):
-        lines += [mixed_blas_note(summary), ""]
+    note = mixed_blas_note(summary)
+    if note:
+        lines += [note, ""]
     shifts = sorted(next(iter(models.values()))["shift_acc"], key=int)
     params_key = "trainable_params" if all("trainable_params" in m for m in models.values()) else "params"
     rows = [[label, m["model"], f"{m[params_key]:,}", f"{m['flops'] / 1e6:.2f} M", m["runs"],
