@@ -800,6 +800,7 @@ namespace {
 
 struct Win {
   int64_t planes, h, w, k, s, p, ho, wo;
+  bool lip() const { return k == 3 && s == 2 && p == 1; }  // LIP's windows: the separable path (struct Lip)
 };
 
 Win win(const std::vector<int64_t>& xs, int k, int s, int p) {
@@ -987,7 +988,7 @@ std::vector<paddle::Tensor> SoftWindowForward(const paddle::Tensor& x, const pad
   const float *xp = x.data<float>(), *lp = logit.data<float>();
   float* op = out.data<float>();
   const int64_t quad = g.k == 2 && g.s == 2 && g.p == 0 ? Quad(g.h, g.w).n : 0;
-  const bool lip = g.k == 3 && g.s == 2 && g.p == 1;
+  const bool lip = g.lip();
 #pragma omp parallel num_threads(num_threads(threads))
   {
     std::vector<float> e(g.h * g.w), z(std::max(quad, lip ? g.ho * g.wo : 0)), X(4 * quad), E(4 * quad),
@@ -1012,7 +1013,7 @@ std::vector<paddle::Tensor> SoftWindowForward(const paddle::Tensor& x, const pad
           }
         continue;
       }
-      if (g.k == 3 && g.s == 2 && g.p == 1) {
+      if (g.lip()) {
         const Lip lg{g.h, g.w, g.ho, g.wo};
         float* o = op + pl * g.ho * g.wo;
         lip_forward(lg, xs, e.data(), o, z.data(), ce.data(), cx.data());
@@ -1047,15 +1048,15 @@ std::vector<paddle::Tensor> SoftWindowBackward(const paddle::Tensor& x, const pa
                                                int p, int threads) {
   const Win g = win(x.shape(), k, s, p);
   // LIP's separable backward writes every pixel; the others add into (or skip) some: zeros first
-  const bool writes_all = g.k == 3 && g.s == 2 && g.p == 1;
-  auto dx = writes_all ? paddle::empty(x.shape(), paddle::DataType::FLOAT32, x.place())
-                       : paddle::full(x.shape(), 0.f, paddle::DataType::FLOAT32, x.place());
-  auto dl = writes_all ? paddle::empty(x.shape(), paddle::DataType::FLOAT32, x.place())
-                       : paddle::full(x.shape(), 0.f, paddle::DataType::FLOAT32, x.place());
+  const auto grad = [&] {
+    return g.lip() ? paddle::empty(x.shape(), paddle::DataType::FLOAT32, x.place())
+                   : paddle::full(x.shape(), 0.f, paddle::DataType::FLOAT32, x.place());
+  };
+  auto dx = grad(), dl = grad();
   const float *xp = x.data<float>(), *lp = logit.data<float>(), *op = out.data<float>(), *gp = dout.data<float>();
   float *dxp = dx.data<float>(), *dlp = dl.data<float>();
   const int64_t quad = g.k == 2 && g.s == 2 && g.p == 0 ? Quad(g.h, g.w).n : 0;
-  const int64_t lip = g.k == 3 && g.s == 2 && g.p == 1 ? g.ho * g.wo : 0;
+  const int64_t lip = g.lip() ? g.ho * g.wo : 0;
 #pragma omp parallel num_threads(num_threads(threads))
   {
     std::vector<float> e(g.h * g.w), z(std::max(quad, lip)), X(4 * quad), E(4 * quad), DX(4 * quad), DL(4 * quad),
@@ -1088,7 +1089,7 @@ std::vector<paddle::Tensor> SoftWindowBackward(const paddle::Tensor& x, const pa
           }
         continue;
       }
-      if (g.k == 3 && g.s == 2 && g.p == 1) {
+      if (g.lip()) {
         const Lip lg{g.h, g.w, g.ho, g.wo};
         const int64_t o = pl * g.ho * g.wo;
         lip_forward(lg, xs, e.data(), yy.data(), z.data(), ce.data(), cx.data());  // z exactly as the forward's
