@@ -377,49 +377,53 @@ bool batched(const Geom& g) { return 2 * g.P() <= wide_columns(g); }
 // grid is more than ~40% padding (the GAP head's 5x5 outputs: 25 of 48 columns)
 bool batched_forward(const Geom& g) { return 5 * g.P() <= 3 * wide_columns(g); }
 
-// the output columns ow whose input column ow*s - p + kw lies inside [0, w): [lo, hi)
-inline void inside(const Geom& g, int64_t kw, int64_t* lo, int64_t* hi) {
-  *lo = g.p > kw ? (g.p - kw + g.s - 1) / g.s : 0;
-  *hi = g.w - 1 + g.p - kw < 0 ? 0 : std::min(g.wo, (g.w - 1 + g.p - kw) / g.s + 1);
-}
-
-// col[k][off + q] = x[c][oh*s-p+kh][ow*s-p+kw], k = (c, kh, kw), q = (oh, ow); where the window leaves the image
-// col keeps the zeros its callers filled it with
-void im2col_at(const Geom& g, const float* x, float* col, int64_t ld, int64_t off) {
-  for (int64_t c = 0; c < g.c; ++c)
-    for (int64_t kh = 0; kh < g.k; ++kh)
-      for (int64_t kw = 0; kw < g.k; ++kw) {
-        float* row = col + ((c * g.k + kh) * g.k + kw) * ld + off;
-        int64_t lo, hi;
-        inside(g, kw, &lo, &hi);
-        for (int64_t oh = 0; oh < g.ho; ++oh) {
-          const int64_t ih = oh * g.s - g.p + kh;
-          if (ih < 0 || ih >= g.h) continue;
-          const float* src = x + (c * g.h + ih) * g.w - g.p + kw;  // src[ow * s] = x[c][ih][ow * s - p + kw]
-          float* dst = row + oh * g.wo;
-          for (int64_t ow = lo; ow < hi; ++ow) dst[ow] = src[ow * g.s];
-        }
-      }
-}
-
-// x = im2col_at's adjoint: every entry added back where it was copied from, in depth order (x zeroed first)
-void col2im_at(const Geom& g, const float* col, int64_t ld, int64_t off, float* x) {
-  std::fill(x, x + g.in_size(), 0.f);
-  for (int64_t c = 0; c < g.c; ++c)
-    for (int64_t kh = 0; kh < g.k; ++kh)
-      for (int64_t kw = 0; kw < g.k; ++kw) {
-        const float* row = col + ((c * g.k + kh) * g.k + kw) * ld + off;
-        int64_t lo, hi;
-        inside(g, kw, &lo, &hi);
-        for (int64_t oh = 0; oh < g.ho; ++oh) {
-          const int64_t ih = oh * g.s - g.p + kh;
-          if (ih < 0 || ih >= g.h) continue;
-          float* dst = x + (c * g.h + ih) * g.w - g.p + kw;
-          const float* src = row + oh * g.wo;
-          for (int64_t ow = lo; ow < hi; ++ow) dst[ow * g.s] += src[ow];
-        }
-      }
-}
+// The batched path's im2col through a table: with the image zero-padded to [C][Hp][Wp], entry q = (oh, ow) of row
+// k = (c, kh, kw) is pad[base[k] + qoff[q]], so a row is P plain loads (the per-row loops over output rows and the
+// clipping to the image cost more than the copies: LeNet_BN's 3x3 outputs). Entries where the window leaves the
+// image read the border's zeros, the values im2col has there. The adjoint adds each entry back at the same place,
+// rows in depth order, into a zeroed padded image whose interior is dx: per element the additions of an explicit
+// col2im in the same order (the border's sums are dropped), so the same bits.
+struct Gather {
+  int64_t p, hp, wp, size;
+  std::vector<int64_t> base, qoff;
+  explicit Gather(const Geom& g) : p(g.p), hp(g.h + 2 * g.p), wp(g.w + 2 * g.p), size(g.c * hp * wp) {
+    for (int64_t c = 0; c < g.c; ++c)
+      for (int64_t kh = 0; kh < g.k; ++kh)
+        for (int64_t kw = 0; kw < g.k; ++kw) base.push_back((c * hp + kh) * wp + kw);
+    for (int64_t oh = 0; oh < g.ho; ++oh)
+      for (int64_t ow = 0; ow < g.wo; ++ow) qoff.push_back(oh * g.s * wp + ow * g.s);
+  }
+  // the image padded (into buf, whose border stays zero from allocation), or the image itself without padding
+  const float* padded(const Geom& g, const float* x, float* buf) const {
+    if (p == 0) return x;
+    for (int64_t c = 0; c < g.c; ++c)
+      for (int64_t i = 0; i < g.h; ++i) copy_floats(buf + (c * hp + i + p) * wp + p, x + (c * g.h + i) * g.w, g.w);
+    return buf;
+  }
+  // col[k][off + q] = pad[base[k] + qoff[q]]
+  void im2col(const float* pad, float* col, int64_t ld, int64_t off) const {
+    const int64_t P = static_cast<int64_t>(qoff.size());
+    for (size_t k = 0; k < base.size(); ++k) {
+      float* dst = col + k * ld + off;
+      const float* src = pad + base[k];
+      for (int64_t q = 0; q < P; ++q) dst[q] = src[qoff[q]];
+    }
+  }
+  // x = im2col's adjoint (dpad: a scratch padded image; x itself without padding)
+  void col2im(const Geom& g, const float* col, int64_t ld, int64_t off, float* dpad, float* x) const {
+    float* d = p == 0 ? x : dpad;
+    std::fill(d, d + size, 0.f);
+    const int64_t P = static_cast<int64_t>(qoff.size());
+    for (size_t k = 0; k < base.size(); ++k) {
+      const float* src = col + k * ld + off;
+      float* dst = d + base[k];
+      for (int64_t q = 0; q < P; ++q) dst[qoff[q]] += src[q];
+    }
+    if (p == 0) return;
+    for (int64_t c = 0; c < g.c; ++c)
+      for (int64_t i = 0; i < g.h; ++i) copy_floats(x + (c * g.h + i) * g.w, dpad + (c * hp + i + p) * wp + p, g.w);
+  }
+};
 
 }  // namespace
 
@@ -437,16 +441,18 @@ std::vector<paddle::Tensor> Conv2dForward(const paddle::Tensor& x, const paddle:
   const auto wrow = strided(Op, K);
   if (batched_forward(g)) {
     const Batch bt(g.P(), g.n);
+    const Gather ga(g);
     const auto crow = strided(K, bt.nb);
     const int64_t groups = (g.n + bt.g - 1) / bt.g, P = g.P();
 #pragma omp parallel num_threads(num_threads(threads))
     {
-      std::vector<float> col(K * bt.nb, 0.f), res(Op * bt.nb);
+      // col's columns past a short last group keep an earlier group's values: their results are not read
+      std::vector<float> col(K * bt.nb, 0.f), res(Op * bt.nb), xpad(g.p ? ga.size : 0, 0.f);
 #pragma omp for schedule(static)
       for (int64_t gi = 0; gi < groups; ++gi) {
         const int64_t n0 = gi * bt.g, m = std::min(bt.g, g.n - n0);
-        std::fill(col.begin(), col.end(), 0.f);
-        for (int64_t j = 0; j < m; ++j) im2col_at(g, xp + (n0 + j) * g.in_size(), col.data(), bt.nb, j * P);
+        for (int64_t j = 0; j < m; ++j)
+          ga.im2col(ga.padded(g, xp + (n0 + j) * g.in_size(), xpad.data()), col.data(), bt.nb, j * P);
         forward_gemm(fr, Op, bt.nb, K, wpad.data(), wrow.data(), col.data(), crow.data(), res.data(), bt.nb);
         for (int64_t j = 0; j < m; ++j)
           for (int64_t o = 0; o < g.o; ++o)
@@ -522,19 +528,19 @@ std::vector<paddle::Tensor> Conv2dBackward(const paddle::Tensor& x, const paddle
   std::vector<float> dwt(CHUNKS * Kp * Ol, 0.f), dbc(CHUNKS * g.o, 0.f);
   if (batched(g)) {
     const Batch bt(g.P(), (g.n + CHUNKS - 1) / CHUNKS);  // groups stay inside a chunk (the unit of reduction)
+    const Gather ga(g);
     const auto crow = strided(Kp, bt.nb), gtb_row = strided(bt.nb, Ol), gbrow = strided(g.o, bt.nb);
 #pragma omp parallel num_threads(num_threads(threads))
     {
       std::vector<float> col(Kp * bt.nb, 0.f), gt(bt.nb * Ol, 0.f), gbuf(g.o * bt.nb, 0.f);
-      std::vector<float> dcol(need_dx ? Kd * bt.nb : 0);
+      std::vector<float> dcol(need_dx ? Kd * bt.nb : 0), xpad(g.p ? ga.size : 0, 0.f), dpad(g.p ? ga.size : 0);
 #pragma omp for schedule(static)
       for (int64_t chunk = 0; chunk < CHUNKS; ++chunk) {
         float* my_dwt = dwt.data() + chunk * Kp * Ol;
         float* my_db = dbc.data() + chunk * g.o;
         const int64_t end = chunk_begin(chunk + 1, g.n);
         for (int64_t n0 = chunk_begin(chunk, g.n); n0 < end; n0 += bt.g) {
-          const int64_t m = std::min(bt.g, end - n0);
-          std::fill(col.begin(), col.end(), 0.f);
+          const int64_t m = std::min(bt.g, end - n0);  // col's columns past m * P are not read
           std::fill(gt.begin(), gt.end(), 0.f);
           std::fill(gbuf.begin(), gbuf.end(), 0.f);
           for (int64_t j = 0; j < m; ++j) {
@@ -549,7 +555,7 @@ std::vector<paddle::Tensor> Conv2dBackward(const paddle::Tensor& x, const paddle
                 gt[(j * P + q) * Ol + o] = go[o * P + q];
                 gbuf[o * bt.nb + j * P + q] = go[o * P + q];
               }
-            im2col_at(g, xp + (n0 + j) * g.in_size(), col.data(), bt.nb, j * P);
+            ga.im2col(ga.padded(g, xp + (n0 + j) * g.in_size(), xpad.data()), col.data(), bt.nb, j * P);
           }
           if (narrow) {
             narrow_gemm(nr, Kp, Ol, m * P, col.data(), crow.data(), gt.data(), gtb_row.data(), my_dwt, Ol);
@@ -558,7 +564,7 @@ std::vector<paddle::Tensor> Conv2dBackward(const paddle::Tensor& x, const paddle
           }
           if (!need_dx) continue;
           gemm<false>(Kd, bt.nb, g.o, wt.data(), wtrow.data(), gbuf.data(), gbrow.data(), dcol.data(), bt.nb);
-          for (int64_t j = 0; j < m; ++j) col2im_at(g, dcol.data(), bt.nb, j * P, dxp + (n0 + j) * g.in_size());
+          for (int64_t j = 0; j < m; ++j) ga.col2im(g, dcol.data(), bt.nb, j * P, dpad.data(), dxp + (n0 + j) * g.in_size());
         }
       }
     }
