@@ -69,6 +69,21 @@ class FastAvgPool2D(nn.AvgPool2D):
         return _two_by_two(layer) and layer.divisor is None
 
 
+class FastGlobalAvgPool2D(nn.AdaptiveAvgPool2D):
+    """``nn.AdaptiveAvgPool2D(1)`` (NCHW) through the package's kernel: Paddle's arithmetic, without its 0.4 ms a call."""
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        if not paddle.in_dynamic_mode():
+            return nn.AdaptiveAvgPool2D.forward(self, x)
+        return ops.global_avg_pool(x)
+
+    @staticmethod
+    def fits(layer: nn.AdaptiveAvgPool2D) -> bool:
+        size = layer._output_size
+        one = list(size) == [1, 1] if isinstance(size, (list, tuple)) else size == 1
+        return one and layer._data_format == "NCHW"
+
+
 class FastStochasticPool(StochasticPool):
     """Stochastic pooling's training draw in one pass per window, from the same uniforms as the plain layer."""
 
@@ -126,6 +141,7 @@ _SWAPS: dict[type, tuple[type, object]] = {
     nn.Conv2D: (FastConv2D, FastConv2D.fits),
     nn.MaxPool2D: (FastMaxPool2D, FastMaxPool2D.fits),
     nn.AvgPool2D: (FastAvgPool2D, FastAvgPool2D.fits),
+    nn.AdaptiveAvgPool2D: (FastGlobalAvgPool2D, FastGlobalAvgPool2D.fits),
     StochasticPool: (FastStochasticPool, None),
     SoftPool: (FastSoftPool, None),
     LIPPool: (FastLIPPool, None),
@@ -139,6 +155,7 @@ KERNELS: dict[type, tuple[str, ...]] = {
     FastConv2D: ("conv2d",),
     FastMaxPool2D: ("max_pool2x2",),
     FastAvgPool2D: ("avg_pool2x2",),
+    FastGlobalAvgPool2D: ("global_avg_pool",),
     FastStochasticPool: ("stochastic_pool",),
     FastSoftPool: ("soft_window",),
     FastLIPPool: ("lip_window", "lip_logit"),

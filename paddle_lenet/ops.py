@@ -210,6 +210,7 @@ REVISIONS = {
     "conv2d": LEGACY,
     "max_pool2x2": LEGACY,
     "avg_pool2x2": LEGACY,  # Paddle's avg_pool2d bit for bit (tests/test_ops.py): runs before it keep matching
+    "global_avg_pool": LEGACY,  # Paddle's adaptive_avg_pool2d(x, 1) bit for bit (tests/test_ops.py), likewise
     "soft_window": "2",  # SoftPool's 2x2 windows side by side in vector registers
     "lip_window": "3",  # the soft-window kernel's 3x3/stride-2 windows (LIP) as separable row and column sums
     "stochastic_pool": LEGACY,
@@ -357,6 +358,15 @@ def avg_pool2x2(x: paddle.Tensor) -> paddle.Tensor:
     if k is None:
         return F.avg_pool2d(x, 2, 2)
     return k.lenet_avg_pool2x2(x, _threads)
+
+
+def global_avg_pool(x: paddle.Tensor) -> paddle.Tensor:
+    """``F.adaptive_avg_pool2d(x, 1)``, bit for bit (each plane's sum in Paddle's order, its division and its
+    gradient's scale)."""
+    k = _applies(x)
+    if k is None or len(x.shape) != 4 or x.shape[2] * x.shape[3] == 0:
+        return F.adaptive_avg_pool2d(x, 1)
+    return k.lenet_global_avg_pool(x, _threads)
 
 
 def stochastic_pool(x: paddle.Tensor, u: paddle.Tensor, k: int) -> paddle.Tensor:

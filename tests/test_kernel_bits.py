@@ -74,6 +74,10 @@ def compute() -> dict[str, str]:
         y = ops.avg_pool2x2(x)
         (g,) = _inputs(56, tuple(y.shape))
         d[name] = _digest(y, *paddle.grad([y], [x], [g]))
+    x, = _inputs(57, (5, 7, 5, 5))
+    y = ops.global_avg_pool(x)
+    (g,) = _inputs(58, tuple(y.shape))
+    d["global_avg_pool"] = _digest(y, *paddle.grad([y], [x], [g]))
     for name, (ks, s, p) in {"soft_window/soft_2x2": (2, 2, 0), "lip_window/3x3_s2_p1": (3, 2, 1),
                              "lip_window/odd_13x11": (3, 2, 1)}.items():
         shape = (2, 3, 13, 11) if "odd" in name else (3, 4, 12, 12)
@@ -138,7 +142,7 @@ def test_the_recorded_arithmetic_has_digests_for_every_case() -> None:
     ISA recorded for it."""
     table = _table()
     names = {f"conv2d/{c[0]}" for c in CONVS} | {
-        "max_pool2x2", "avg_pool2x2", "avg_pool2x2/odd_13x11",
+        "max_pool2x2", "avg_pool2x2", "avg_pool2x2/odd_13x11", "global_avg_pool",
         "soft_window/soft_2x2", "lip_window/3x3_s2_p1", "lip_window/odd_13x11", "stochastic_pool", "dpp",
         "dpp/odd_37x19", "lp_pool", "lp_pool/odd_p7", "lip_logit"}
     for kernel, rev in ops.REVISIONS.items():

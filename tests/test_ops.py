@@ -263,6 +263,28 @@ def test_mkl_avx2_is_asked_for_only_off_intel_and_never_over_a_users_setting() -
         assert (asked, value) == ("True", "'5'") and digest != default_digest
 
 
+@pytest.mark.parametrize("shape", [(64, 120, 5, 5), (37, 120, 3, 3), (3, 2, 13, 11), (2, 5, 1, 1), (1, 9, 1, 7)])
+def test_global_avg_pool_is_paddles_bit_for_bit(shape: tuple) -> None:
+    """Revision LEGACY too: LeNet_BN and GAP-head runs from before the kernel must keep their bits (their records).
+    NaNs compare as NaNs: which of two NaNs an addition returns (its sign bit) is the compiler's operand order."""
+    rng = np.random.RandomState(8)
+    a = rng.standard_normal(shape).astype("float32")
+    a.flat[::7], a.flat[1::11], a.flat[5::17] = 0.0, -0.0, 3e38
+    a.flat[3::13] *= 1e-39
+    a.flat[::29], a.flat[2::31], a.flat[4::37] = np.inf, np.nan, -np.inf
+    g = rng.standard_normal([shape[0], shape[1], 1, 1]).astype("float32")
+    g.flat[::5], g.flat[1::9], g.flat[2::23] = -0.0, 0.0, 1e-39
+    out = []
+    for f in (lambda t: F.adaptive_avg_pool2d(t, 1), ops.global_avg_pool):
+        x = paddle.to_tensor(a, stop_gradient=False)
+        y = f(x)
+        (dx,) = paddle.grad([y], [x], [paddle.to_tensor(g)])
+        y, dx = y.numpy(), dx.numpy()
+        assert np.isnan(y).any() and not np.isnan(dx).any()  # the hostile values reached the sums, not the gradient
+        out.append((np.where(np.isnan(y), np.float32(np.nan), y).tobytes(), dx.tobytes()))
+    assert out[0] == out[1]
+
+
 @pytest.mark.parametrize("shape", [(4, 6, 28, 28), (3, 2, 13, 11), (1, 1, 3, 5)])
 def test_avg_pool_is_paddles_bit_for_bit(shape: tuple) -> None:
     """Its revision is LEGACY: runs that pooled with Paddle's op before the kernel existed must have the same bits."""
