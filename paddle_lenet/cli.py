@@ -27,7 +27,30 @@ from .stdio import real_stderr_fd
 MIN_PADDLE = (3, 0)
 
 
+def _descendants() -> list[int]:
+    """This process's children, grandchildren, ... (Linux ``/proc``; elsewhere none are found)."""
+    parents: dict[int, list[int]] = {}
+    with contextlib.suppress(OSError):
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                with contextlib.suppress(OSError, ValueError, IndexError):
+                    with open(f"/proc/{entry}/stat", "rb") as f:
+                        ppid = int(f.read().rsplit(b")", 1)[1].split()[1])  # the name may hold spaces and ")"
+                    parents.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [os.getpid()]
+    while todo:
+        kids = parents.get(todo.pop(), [])
+        found += kids
+        todo += kids
+    return found
+
+
 def _early_handler(signum: int, frame: object) -> None:
+    # the kernel build's compiler runs in child processes (paddle's loader: a shell, a setup script, g++): left
+    # running, it would go on writing into the kernel cache while the next process builds there too
+    for pid in _descendants():
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGTERM)
     name = signal.Signals(signum).name
     msg = f"stopped: {name}; nothing is half-written (files are replaced whole or not at all)\n"
     os.write(real_stderr_fd(), msg.encode())
@@ -36,12 +59,23 @@ def _early_handler(signum: int, frame: object) -> None:
 
 def install_signal_handlers() -> None:
     """Exit 130 with one line on SIGINT/SIGTERM: what a tool wants from its first instant (imports, the kernel
-    build). Called by the ``tools/`` scripts before anything else; never by importing the library."""
+    build). Called by the ``tools/`` scripts before anything else; never by importing the library.
+
+    numpy is imported here with the two signals blocked: its BLAS starts worker threads at import, which inherit
+    the block. Otherwise a signal arriving while paddle imports (the main thread holds it back then, see
+    ``_paddle``) is delivered to one of those threads, and paddle's import-time C handler ends the process with
+    −15 and no line.
+    """
     for s in (signal.SIGINT, signal.SIGTERM):
         try:
             signal.signal(s, _early_handler)
         except ValueError:  # not the main thread
-            pass
+            return
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        import numpy  # noqa: F401
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 def quiet_paddle() -> None:
@@ -239,9 +273,14 @@ def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None =
 
 def _hold_signals() -> None:
     """From the moment the answer is decided, SIGINT/SIGTERM wait: a signal must neither add a second line after
-    the error line nor — interpreter shutdown puts the default handlers back — end the process with −15."""
+    the error line nor — interpreter shutdown puts the default handlers back — end the process with −15.
+    Blocking covers the main thread; threads started since (paddle's, OpenMP's) would still take a signal and, once
+    shutdown has put SIG_DFL back, die of it: ignoring the two signals covers every thread, and shutdown keeps an
+    ignored signal ignored."""
     with contextlib.suppress(ValueError, OSError):
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        for s in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(s, signal.SIG_IGN)
 
 
 def _exit(code: int) -> None:

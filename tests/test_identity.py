@@ -261,3 +261,40 @@ def test_sigterm_in_the_first_seconds_is_one_line_and_130(seeds01, tmp_path, nam
             continue
         assert proc.returncode == 130, (delay, proc.returncode, err[-2000:])
         assert len(err.strip().splitlines()) == 1 and "SIGTERM" in err
+
+
+def test_no_thread_can_take_a_signal_to_paddles_handlers_and_a_decided_exit_keeps_its_code() -> None:
+    """The two ways the timing test above once saw −15 with no line, made deterministic.
+
+    1. numpy's BLAS threads (started at numpy's import, before paddle's) took a SIGTERM that the main thread held
+       back during paddle's import, and paddle's import-time C handler killed the process: after a tool's start and
+       paddle's import, every thread but the main one holds SIGINT and SIGTERM back.
+    2. Once the exit code is decided, a signal taken by a thread started later (the main thread holds them back) must
+       not change it (nor, after shutdown restored SIG_DFL, kill the process with −15)."""
+    script = textwrap.dedent("""
+        import os, signal, sys, threading, time
+        sys.path.insert(0, sys.argv[1])
+        from paddle_lenet import cli
+        cli.install_signal_handlers()
+        import paddle_lenet.engine  # numpy, then paddle
+        main, tasks = str(threading.get_native_id()), os.listdir("/proc/self/task")
+        assert len(tasks) > 1, tasks  # OpenBLAS's thread at least: the check below is not vacuous
+        for t in tasks:
+            status = open(f"/proc/self/task/{t}/status").read()
+            blocked = int(next(x for x in status.splitlines() if x.startswith("SigBlk:")).split()[1], 16)
+            assert t == main or (blocked >> (signal.SIGTERM - 1)) & (blocked >> (signal.SIGINT - 1)) & 1, t
+        threading.Thread(target=time.sleep, args=(0.5,)).start()  # a thread that holds nothing back
+        def main_(argv):
+            cli._hold_signals()  # what run() does once main() has returned
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.2)
+            print("decided")
+            return 0
+        cli.run(main_)
+    """)
+    # paddle's import sets OMP_NUM_THREADS=1 in this (pytest's) process, which would leave OpenBLAS one thread, the
+    # main one; a user's shell has two BLAS threads on two cores
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+    p = subprocess.run([sys.executable, "-c", script, ROOT], capture_output=True, text=True, timeout=120,
+                       env=dict(env, OPENBLAS_NUM_THREADS="2"))
+    assert (p.returncode, p.stdout.strip()) == (0, "decided"), p.stderr[-2000:]
