@@ -172,6 +172,45 @@ void gemm_tiled(int64_t M, int64_t N, Depth D, const float* a, const int64_t* ar
     }
 }
 
+// A's rows packed tile by tile for gemm_packed: ap[(i0 / TR) * D * TR + d * TR + i] = A[i0 + i][d] = a[arow[i0 + i] + d]
+// (M a multiple of TR). Where A is a small weight matrix, copied once per call.
+template <int64_t TR>
+std::vector<float> pack_rows(int64_t M, int64_t D, const float* a, const int64_t* arow) {
+  std::vector<float> ap(M * D);
+  for (int64_t i0 = 0; i0 < M; i0 += TR)
+    for (int64_t d = 0; d < D; ++d)
+      for (int64_t i = 0; i < TR; ++i) ap[i0 * D + d * TR + i] = a[arow[i0 + i] + d];
+  return ap;
+}
+
+// gemm_tiled with A packed (pack_rows): a tile's broadcasts walk one pointer. With TR row pointers GCC ran out of
+// general registers, kept them in vector registers and moved one back before every broadcast (the dx GEMM of a
+// 16-channel layer, depth 16: 52 -> 74 GFLOP/s alone on Zen 4). The same products in the same order: the same bits.
+template <bool ACC, int64_t TR, int64_t TL>
+void gemm_packed(int64_t M, int64_t N, int64_t D, const float* ap, const float* b, const int64_t* brow, float* c,
+                 int64_t ldc) {
+  for (int64_t i0 = 0; i0 < M; i0 += TR) {
+    const float* at = ap + i0 * D;
+    for (int64_t j0 = 0; j0 < N; j0 += TL) {
+      float acc[TR][TL];
+      for (int64_t i = 0; i < TR; ++i)
+        for (int64_t j = 0; j < TL; ++j) acc[i][j] = ACC ? c[(i0 + i) * ldc + j0 + j] : 0.f;
+      for (int64_t d = 0; d < D; ++d) {
+        const float* ad = at + d * TR;
+        const float* bd = b + brow[d] + j0;
+        for (int64_t i = 0; i < TR; ++i) {
+          const float av = ad[i];
+#pragma omp simd
+          for (int64_t j = 0; j < TL; ++j) acc[i][j] += av * bd[j];
+        }
+      }
+      for (int64_t i = 0; i < TR; ++i)
+#pragma omp simd
+        for (int64_t j = 0; j < TL; ++j) c[(i0 + i) * ldc + j0 + j] = acc[i][j];
+    }
+  }
+}
+
 // rows of the narrow tile for depth K: the fewest padded rows, then the fewest tiles
 int64_t narrow_rows(int64_t K) {
   int64_t best = NRB;
@@ -199,11 +238,16 @@ void narrow_gemm(int64_t rows, int64_t M, int64_t N, Depth D, const float* a, co
 constexpr int64_t FRB = 4;
 int64_t forward_rows(int64_t O) { return round_up(O, FRB) < round_up(O, RB) ? FRB : RB; }
 
-// c = A @ B with the forward's tile of `rows` (forward_rows(O)) rows
-void forward_gemm(int64_t rows, int64_t M, int64_t N, int64_t D, const float* a, const int64_t* arow, const float* b,
-                  const int64_t* brow, float* c, int64_t ldc) {
-  if (rows == FRB) return gemm_tiled<false, FRB, L>(M, N, D, a, arow, b, brow, c, ldc);
-  gemm_tiled<false, RB, L>(M, N, D, a, arow, b, brow, c, ldc);
+// A packed for the forward's tile of `rows` (forward_rows(O)) rows
+std::vector<float> forward_pack(int64_t rows, int64_t M, int64_t D, const float* a, const int64_t* arow) {
+  return rows == FRB ? pack_rows<FRB>(M, D, a, arow) : pack_rows<RB>(M, D, a, arow);
+}
+
+// c = A @ B with the forward's tile of `rows` rows, A packed by forward_pack
+void forward_gemm(int64_t rows, int64_t M, int64_t N, int64_t D, const float* ap, const float* b, const int64_t* brow,
+                  float* c, int64_t ldc) {
+  if (rows == FRB) return gemm_packed<false, FRB, L>(M, N, D, ap, b, brow, c, ldc);
+  gemm_packed<false, RB, L>(M, N, D, ap, b, brow, c, ldc);
 }
 
 // c[i][j] = A @ B with A[i][d] = a[arow[d] + i] and B[d][j] = b[d * N + j]: the forward's GEMM with the output's
@@ -447,6 +491,7 @@ std::vector<paddle::Tensor> Conv2dForward(const paddle::Tensor& x, const paddle:
   std::vector<float> wpad(Op * K, 0.f);  // weights as [Op][K], zero rows past O
   std::copy(w.data<float>(), w.data<float>() + g.o * K, wpad.begin());
   const auto wrow = strided(Op, K);
+  const std::vector<float> wpk = forward_pack(fr, Op, K, wpad.data(), wrow.data());
   if (batched_forward(g)) {
     const Batch bt(g.P(), g.n);
     const Gather ga(g);
@@ -461,7 +506,7 @@ std::vector<paddle::Tensor> Conv2dForward(const paddle::Tensor& x, const paddle:
         const int64_t n0 = gi * bt.g, m = std::min(bt.g, g.n - n0);
         for (int64_t j = 0; j < m; ++j)
           ga.im2col(ga.padded(g, xp + (n0 + j) * g.in_size(), xpad.data()), col.data(), bt.nb, j * P);
-        forward_gemm(fr, Op, bt.nb, K, wpad.data(), wrow.data(), col.data(), crow.data(), res.data(), bt.nb);
+        forward_gemm(fr, Op, bt.nb, K, wpk.data(), col.data(), crow.data(), res.data(), bt.nb);
         for (int64_t j = 0; j < m; ++j)
           for (int64_t o = 0; o < g.o; ++o)
             for (int64_t q = 0; q < P; ++q) op[((n0 + j) * g.o + o) * P + q] = res[o * bt.nb + j * P + q] + bp[o];
@@ -499,7 +544,7 @@ std::vector<paddle::Tensor> Conv2dForward(const paddle::Tensor& x, const paddle:
 #pragma omp for schedule(static)
     for (int64_t n = 0; n < g.n; ++n) {
       wide.pad(xp + n * g.in_size(), g.c, g.h, g.w, buf.data());
-      forward_gemm(fr, Op, N, K, wpad.data(), wrow.data(), buf.data(), wide.shift.data(), res.data(), N);
+      forward_gemm(fr, Op, N, K, wpk.data(), buf.data(), wide.shift.data(), res.data(), N);
       float* dst = op + n * g.o * g.P();
       for (int64_t o = 0; o < g.o; ++o)
         for (int64_t i = 0; i < g.ho; ++i)
@@ -532,6 +577,7 @@ std::vector<paddle::Tensor> Conv2dBackward(const paddle::Tensor& x, const paddle
   for (int64_t o = 0; o < g.o; ++o)
     for (int64_t k = 0; k < K; ++k) wt[k * g.o + o] = wp[o * K + k];
   const auto wtrow = strided(Kd, g.o), grow = strided(g.o, Q);
+  const std::vector<float> wtp = pack_rows<RB>(Kd, g.o, wt.data(), wtrow.data());  // A of the dcol GEMMs
   // per chunk: dW^T [Kp][Ol] and db [O]
   std::vector<float> dwt(CHUNKS * Kp * Ol, 0.f), dbc(CHUNKS * g.o, 0.f);
   if (batched(g)) {
@@ -571,7 +617,7 @@ std::vector<paddle::Tensor> Conv2dBackward(const paddle::Tensor& x, const paddle
             gemm<true>(Kp, Ol, m * P, col.data(), crow.data(), gt.data(), gtb_row.data(), my_dwt, Ol);
           }
           if (!need_dx) continue;
-          gemm<false>(Kd, bt.nb, g.o, wt.data(), wtrow.data(), gbuf.data(), gbrow.data(), dcol.data(), bt.nb);
+          gemm_packed<false, RB, L>(Kd, bt.nb, g.o, wtp.data(), gbuf.data(), gbrow.data(), dcol.data(), bt.nb);
           for (int64_t j = 0; j < m; ++j) ga.col2im(g, dcol.data(), bt.nb, j * P, dpad.data(), dxp + (n0 + j) * g.in_size());
         }
       }
@@ -617,7 +663,7 @@ std::vector<paddle::Tensor> Conv2dBackward(const paddle::Tensor& x, const paddle
         for (int64_t o = 0; o < g.o; ++o)
           for (int64_t i = 0; i < g.ho; ++i)
             copy_floats(gbuf.data() + o * Q + i * ld, go + (o * g.ho + i) * g.wo, g.wo);
-        gemm<false>(Kd, Q, g.o, wt.data(), wtrow.data(), gbuf.data(), grow.data(), dcol.data() + Col2im::M, c2i.ld);
+        gemm_packed<false, RB, L>(Kd, Q, g.o, wtp.data(), gbuf.data(), grow.data(), dcol.data() + Col2im::M, c2i.ld);
         c2i.run(dcol.data(), dpad.data());
         wide.unpad(dpad.data(), g.c, g.h, g.w, dxp + n * g.in_size());
       }
