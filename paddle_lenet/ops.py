@@ -59,20 +59,6 @@ def _cpu_fingerprint() -> str:
     return platform.processor() if line is None else line
 
 
-def _amd_avx512() -> bool:
-    """An AMD CPU with AVX-512 (Zen 4 and later): it executes 512-bit instructions as two 256-bit halves, and the
-    kernels' AVX2 build ran faster there on every layer than their AVX-512 one (LeNet_nopool's conv2 backward 1.74 vs
-    2.02 ms, LIP's first logit conv 1.69 vs 2.15, conv1's weight gradient 0.44 vs 0.65-0.8; docs/performance.md). Both
-    builds compute the same bits (tests/kernel_bits.json holds equal digests for avx2 and avx512f), so this choice
-    moves no number."""
-    line = _cpuinfo_line("vendor_id") or ""
-    return "AuthenticAMD" in line and "avx512f" in _cpu_fingerprint().split()
-
-
-if _amd_avx512():
-    CFLAGS.append("-mno-avx512f")
-
-
 def _build_name() -> str:
     """Cache key: source, flags, paddle version and install path, Python, CPU features.
 
@@ -263,6 +249,19 @@ def isa() -> str:
 def _cpu_vendor() -> str:
     line = _cpuinfo_line("vendor_id") or ""
     return line.split(":", 1)[1].strip() if ":" in line else ""
+
+
+def _amd_avx512() -> bool:
+    """An AMD CPU with AVX-512 (Zen 4 and later): it executes 512-bit instructions as two 256-bit halves, and the
+    kernels' AVX2 build ran faster there on every layer than their AVX-512 one (LeNet_nopool's conv2 backward 1.74 vs
+    2.02 ms, LIP's first logit conv 1.69 vs 2.15, conv1's weight gradient 0.44 vs 0.65-0.8; docs/performance.md). Both
+    builds compute the same bits (tests/kernel_bits.json holds equal digests for avx2 and avx512f), so this choice
+    moves no number."""
+    return _cpu_vendor() == "AuthenticAMD" and "avx512f" in _cpu_fingerprint().split()
+
+
+if _amd_avx512():
+    CFLAGS.append("-mno-avx512f")
 
 
 def use_mkl_avx2() -> bool:

@@ -276,9 +276,10 @@ void gemm_pixels(int64_t M, int64_t N, int64_t D, const float* a, const int64_t*
     }
 }
 
-// Where the forward runs pixel-major (gemm_pixels), in tiles of PRB pixels. With AVX-512 every layer whose output channels fill whole vectors: a 16-pixel tile is sixteen accumulators where the
-// channel-major 8 x 16 tile had eight, and the weights' row is one load a depth (LeNet's conv2 0.88 -> 0.50 ms on Zen 4;
-// 12 to 16 rows measured alike, 20 and more spill). With AVX2, where the channel-major tile would be the narrow one.
+// Where the forward runs pixel-major (gemm_pixels), in tiles of PRB pixels. With AVX-512: every layer whose output
+// channels fill whole vectors; a 16-pixel tile is sixteen accumulators where the channel-major 8 x 16 tile had eight
+// (LeNet's conv2 0.88 -> 0.50 ms on Zen 4; 12 to 16 rows measured alike, 20 and more spill). With AVX2: where the
+// channel-major tile would be the narrow one.
 #ifdef __AVX512F__
 constexpr int64_t PRB = 16;
 bool pixel_major(int64_t O) { return O % L == 0; }
