@@ -288,10 +288,10 @@ constexpr int64_t PRB = RB;
 bool pixel_major(int64_t O) { return forward_rows(O) == FRB && O % L == 0; }
 #endif
 
-template <bool ACC>
-void gemm(int64_t M, int64_t N, Depth D, const float* a, const int64_t* arow, const float* b,
-          const int64_t* brow, float* c, int64_t ldc) {
-  gemm_tiled<ACC, RB, L>(M, N, D, a, arow, b, brow, c, ldc);
+// c += A @ B: the weight gradient's GEMM (A: the image's shifted rows, one pointer each, so not packed)
+void weight_gemm(int64_t M, int64_t N, Depth D, const float* a, const int64_t* arow, const float* b,
+                 const int64_t* brow, float* c, int64_t ldc) {
+  gemm_tiled<true, RB, L>(M, N, D, a, arow, b, brow, c, ldc);
 }
 
 std::vector<int64_t> strided(int64_t n, int64_t ld) {
@@ -615,7 +615,7 @@ std::vector<paddle::Tensor> Conv2dBackward(const paddle::Tensor& x, const paddle
           if (narrow) {
             narrow_gemm(nr, Kp, Ol, m * P, col.data(), crow.data(), gt.data(), gtb_row.data(), my_dwt, Ol);
           } else {
-            gemm<true>(Kp, Ol, m * P, col.data(), crow.data(), gt.data(), gtb_row.data(), my_dwt, Ol);
+            weight_gemm(Kp, Ol, m * P, col.data(), crow.data(), gt.data(), gtb_row.data(), my_dwt, Ol);
           }
           if (!need_dx) continue;
           gemm_packed<false, RB, L>(Kd, bt.nb, g.o, wtp.data(), gbuf.data(), gbrow.data(), dcol.data(), bt.nb);
@@ -656,7 +656,7 @@ std::vector<paddle::Tensor> Conv2dBackward(const paddle::Tensor& x, const paddle
         if (narrow) {
           narrow_gemm(nr, Kp, Ol, pixels, buf.data(), wide.shift.data(), gt.data(), gtrow.data(), my_dwt, Ol);
         } else {
-          gemm<true>(Kp, Ol, pixels, buf.data(), wide.shift.data(), gt.data(), gtrow.data(), my_dwt, Ol);
+          weight_gemm(Kp, Ol, pixels, buf.data(), wide.shift.data(), gt.data(), gtrow.data(), my_dwt, Ol);
         }
         if (!need_dx) continue;
         // dx: dcol = W^T @ dout on the wide grid, then im2col's adjoint: every dcol row is added, shifted, into
