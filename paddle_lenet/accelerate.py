@@ -15,7 +15,7 @@ import paddle
 import paddle.nn as nn
 
 from . import ops
-from .models.pooling import DPPPool, LIPPool, LpPool, SoftPool, StochasticPool
+from .models.pooling import DPPPool, LIPPool, LpPool, MixedPool, SoftPool, StochasticPool
 
 
 class FastConv2D(nn.Conv2D):
@@ -93,6 +93,15 @@ class FastStochasticPool(StochasticPool):
         return StochasticPool.forward(self, x)
 
 
+class FastMixedPool(MixedPool):
+    """Mixed pooling's window average through the 2×2 average kernel (Paddle's ``avg_pool2d`` bit for bit): Paddle's
+    generic pool loop was 2.9 ms of the model's 14.7 ms step, forward and backward. Its max pooling is the
+    ``nn.MaxPool2D`` sublayer, accelerated on its own; the draws and the blend stay the plain layer's ops."""
+
+    def average(self, x: paddle.Tensor) -> paddle.Tensor:
+        return ops.avg_pool2x2(x) if self.k == 2 else MixedPool.average(self, x)
+
+
 class FastSoftPool(SoftPool):
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         if paddle.in_dynamic_mode() and ops.window_kernels(x, self.k) is not None:
@@ -143,6 +152,7 @@ _SWAPS: dict[type, tuple[type, object]] = {
     nn.AvgPool2D: (FastAvgPool2D, FastAvgPool2D.fits),
     nn.AdaptiveAvgPool2D: (FastGlobalAvgPool2D, FastGlobalAvgPool2D.fits),
     StochasticPool: (FastStochasticPool, None),
+    MixedPool: (FastMixedPool, None),
     SoftPool: (FastSoftPool, None),
     LIPPool: (FastLIPPool, None),
     DPPPool: (FastDPPPool, None),
@@ -157,6 +167,7 @@ KERNELS: dict[type, tuple[str, ...]] = {
     FastAvgPool2D: ("avg_pool2x2",),
     FastGlobalAvgPool2D: ("global_avg_pool",),
     FastStochasticPool: ("stochastic_pool",),
+    FastMixedPool: ("avg_pool2x2",),
     FastSoftPool: ("soft_window",),
     FastLIPPool: ("lip_window", "lip_logit"),
     FastDPPPool: ("dpp",),

@@ -79,9 +79,12 @@ class MixedPool(nn.Layer):
         self.k, self.test = kernel_size, test
         self.max_pool = nn.MaxPool2D(kernel_size, kernel_size)
 
+    def average(self, x: paddle.Tensor) -> paddle.Tensor:
+        return F.avg_pool2d(x, self.k, self.k)
+
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         mx = self.max_pool(x)
-        avg = F.avg_pool2d(x, self.k, self.k)
+        avg = self.average(x)
         if self.training:
             lam = (paddle.rand(mx.shape) < 0.5).astype(x.dtype)
             return lam * mx + (1 - lam) * avg
