@@ -84,8 +84,19 @@ class FastGlobalAvgPool2D(nn.AdaptiveAvgPool2D):
         return one and layer._data_format == "NCHW"
 
 
-class FastStochasticPool(StochasticPool):
-    """Stochastic pooling's training draw in one pass per window, from the same uniforms as the plain layer."""
+class _AverageOnKernel:
+    """A plain layer's 2×2 window ``average`` through the average kernel (Paddle's ``avg_pool2d`` bit for bit, so
+    the layer's bits do not change): Paddle's generic pool loop was 2.9 ms of mixed pooling's 14.7 ms step."""
+
+    k: int
+
+    def average(self, x: paddle.Tensor) -> paddle.Tensor:
+        return ops.avg_pool2x2(x) if self.k == 2 else super().average(x)  # type: ignore[misc]
+
+
+class FastStochasticPool(_AverageOnKernel, StochasticPool):
+    """Stochastic pooling's training draw in one pass per window, from the same uniforms as the plain layer; its
+    inference (Σ a⁺² / Σ a⁺) averages on the kernel."""
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         if self.training and paddle.in_dynamic_mode() and ops.window_kernels(x, self.k) is not None:
@@ -93,13 +104,9 @@ class FastStochasticPool(StochasticPool):
         return StochasticPool.forward(self, x)
 
 
-class FastMixedPool(MixedPool):
-    """Mixed pooling's window average through the 2×2 average kernel (Paddle's ``avg_pool2d`` bit for bit): Paddle's
-    generic pool loop was 2.9 ms of the model's 14.7 ms step, forward and backward. Its max pooling is the
-    ``nn.MaxPool2D`` sublayer, accelerated on its own; the draws and the blend stay the plain layer's ops."""
-
-    def average(self, x: paddle.Tensor) -> paddle.Tensor:
-        return ops.avg_pool2x2(x) if self.k == 2 else MixedPool.average(self, x)
+class FastMixedPool(_AverageOnKernel, MixedPool):
+    """Mixed pooling with its window average on the kernel; its max pooling is the ``nn.MaxPool2D`` sublayer,
+    accelerated on its own; the draws and the blend stay the plain layer's ops."""
 
 
 class FastSoftPool(SoftPool):
@@ -166,7 +173,7 @@ KERNELS: dict[type, tuple[str, ...]] = {
     FastMaxPool2D: ("max_pool2x2",),
     FastAvgPool2D: ("avg_pool2x2",),
     FastGlobalAvgPool2D: ("global_avg_pool",),
-    FastStochasticPool: ("stochastic_pool",),
+    FastStochasticPool: ("stochastic_pool", "avg_pool2x2"),
     FastMixedPool: ("avg_pool2x2",),
     FastSoftPool: ("soft_window",),
     FastLIPPool: ("lip_window", "lip_logit"),

@@ -111,6 +111,9 @@ class StochasticPool(nn.Layer):
         self.k = kernel_size
         self.max_pool = nn.MaxPool2D(kernel_size, kernel_size)  # windows with nothing positive
 
+    def average(self, x: paddle.Tensor) -> paddle.Tensor:
+        return F.avg_pool2d(x, self.k, self.k)
+
     def uniforms(self, x: paddle.Tensor) -> paddle.Tensor:
         """One uniform u per window: the only random numbers the layer consumes (the accelerated layer draws
         the same ones, so both paths sample the same elements)."""
@@ -123,10 +126,10 @@ class StochasticPool(nn.Layer):
         if self.training:
             u = self.uniforms(x)
         a = F.relu(x)
-        mass = F.avg_pool2d(a, k, k)  # Σ a⁺ / k²: zero where the window has nothing positive
+        mass = self.average(a)  # Σ a⁺ / k²: zero where the window has nothing positive
         mx = self.max_pool(x)
         if not self.training:  # Σ p·a with p = a⁺/Σa⁺ is Σ a⁺² / Σ a⁺ (a·a⁺ = a⁺²)
-            return paddle.where(mass > 0, F.avg_pool2d(a * a, k, k) / paddle.clip(mass, min=1e-30), mx)
+            return paddle.where(mass > 0, self.average(a * a) / paddle.clip(mass, min=1e-30), mx)
         # sample element i of each window with probability a⁺_i / Σ a⁺: the first i (row-major) whose
         # cumulative a⁺ reaches u·Σa⁺ (the inverse CDF); strided slices, no window copies
         parts = [x[:, :, r: h - h % k: k, q: w - w % k: k] for r in range(k) for q in range(k)]
