@@ -259,6 +259,21 @@ def test_benchmark_counts_steps_across_epochs(tmp_path) -> None:
     assert r["steps"] == 25 and 0 < r["train_images_per_second"] < 200_000
 
 
+def test_benchmark_ratios_come_from_adjacent_blocks() -> None:
+    """--all's ratio to LeNet is the median of per-pair ratios of blocks that alternate with a LeNet bench (this host
+    drifts by ±20% over minutes); every baseline block runs the steps it is asked for."""
+    from paddle_lenet.bench import PaddleBench, benchmark
+    from paddle_lenet.config import load_config
+
+    over = ["Data.name=MNIST5k", "Data.train_limit=640", "Global.vdl=False"]
+    base = PaddleBench(load_config(os.path.join(ROOT, "configs/lenet.yml"), over))
+    r = benchmark(load_config(os.path.join(ROOT, "configs/lenet.yml"), over + ["Arch.pool=avg"]), steps=12, warmup=0,
+                  pairs=3, reference=None, torch_threads=None, baseline=base)
+    assert len(r["baseline_ratios"]) == 3 and all(0.05 < x < 20 for x in r["baseline_ratios"])
+    assert r["vs_baseline"] == pytest.approx(sorted(r["baseline_ratios"])[1], abs=1e-3)  # the median of the three
+    assert base.epoch == 6  # 3 blocks of 12 steps, each from a fresh epoch of 10 batches into the next one
+
+
 def test_vdl_train_curves_are_per_batch(run2) -> None:
     acc = read_vdl(os.path.join(run2, "r", "vdl"), "train/acc_top1")
     # a batch of 64 (the last one: 32) has accuracies k/64 (k/32); hapi's running mean would not be

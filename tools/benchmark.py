@@ -28,7 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object on the last line")
     parser.add_argument("--all", action="store_true",
                         help="every LeNet-family configuration (each Arch.pool, the GAP head, LeNet5_classic, LeNet_BN, "
-                             "its strided twin), as a table of img/s relative to max-pool LeNet")
+                             "its strided twin), as a table of img/s relative to max-pool LeNet (their blocks alternate "
+                             "with LeNet's)")
     args = parser.parse_args(argv)
     from paddle_lenet.config import load_config
 
