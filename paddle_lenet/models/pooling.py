@@ -59,7 +59,16 @@ class LpPool(nn.Layer):
         return paddle.where(m > 0, m * paddle.exp(paddle.log(s) / self.p), paddle.zeros_like(m))
 
 
-class MixedPool(nn.Layer):
+class _WindowAverage(nn.Layer):
+    """The k×k, stride-k window mean as one method, so the accelerate pass can put it on a kernel."""
+
+    k: int
+
+    def average(self, x: paddle.Tensor) -> paddle.Tensor:
+        return F.avg_pool2d(x, self.k, self.k)
+
+
+class MixedPool(_WindowAverage):
     """Mixed pooling (Yu et al. 2014): each window randomly max or average during training.
 
     At inference the default rule (``test="expectation"``) is the training-time expectation, 0.5·max + 0.5·avg —
@@ -79,9 +88,6 @@ class MixedPool(nn.Layer):
         self.k, self.test = kernel_size, test
         self.max_pool = nn.MaxPool2D(kernel_size, kernel_size)
 
-    def average(self, x: paddle.Tensor) -> paddle.Tensor:
-        return F.avg_pool2d(x, self.k, self.k)
-
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         mx = self.max_pool(x)
         avg = self.average(x)
@@ -95,7 +101,7 @@ class MixedPool(nn.Layer):
         return 0.5 * mx + 0.5 * avg
 
 
-class StochasticPool(nn.Layer):
+class StochasticPool(_WindowAverage):
     """Stochastic pooling (Zeiler & Fergus, ICLR 2013): p_i = a_i / Σ_j a_j within each window.
 
     Training samples one activation with probability p_i; inference returns the probabilistic weighting
@@ -110,9 +116,6 @@ class StochasticPool(nn.Layer):
         super().__init__()
         self.k = kernel_size
         self.max_pool = nn.MaxPool2D(kernel_size, kernel_size)  # windows with nothing positive
-
-    def average(self, x: paddle.Tensor) -> paddle.Tensor:
-        return F.avg_pool2d(x, self.k, self.k)
 
     def uniforms(self, x: paddle.Tensor) -> paddle.Tensor:
         """One uniform u per window: the only random numbers the layer consumes (the accelerated layer draws
