@@ -76,8 +76,8 @@ def _run_parallel(jobs: list[dict[str, Any]], shifts: list[int], slots: list[str
     if stop and stop[0] == 0:
         raise TrainingStopped(f"study run {failed} (its message is above); fix it and run the same command again", 1)
     if stop:
-        raise TrainingStopped("study interrupted; finished runs are kept and running ones checkpointed; "
-                              "run the same command again to continue", 130)
+        raise TrainingStopped(f"{signal.Signals(stop[0]).name}: study interrupted; finished runs are kept and running "
+                              "ones checkpointed; run the same command again to continue", 130)
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:

@@ -133,7 +133,7 @@ def test_interrupted_study_stops_workers_and_continues(tmp_path) -> None:
             break
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 130, err[-2000:]
-    assert err.strip().splitlines()[-1].startswith("stopped: study interrupted") and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("stopped: SIGTERM: study interrupted") and "Traceback" not in err
     assert len(workers) == 2
     time.sleep(1)
     for pid in workers:  # no orphaned workers left training
