@@ -34,6 +34,18 @@ class FastConv2D(nn.Conv2D):
                 and layer._padding_mode == "zeros")
 
 
+class FastConv2DInputGradByConv(FastConv2D):
+    """A :class:`FastConv2D` whose input gradient is a convolution of the output gradient with the flipped kernel
+    (``ops.conv2d(..., dx_conv=True)``): for layers with few output channels, where the default path's GEMM has
+    depth O (LIP's logit convolutions: O = 6 and 16). Other rounding, so a layer's choice (an accelerated layer's
+    ``_inner``), never the kernel's."""
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        if not paddle.in_dynamic_mode():
+            return nn.Conv2D.forward(self, x)
+        return ops.conv2d(x, self.weight, self.bias, self._stride[0], self._padding, dx_conv=True)
+
+
 def _two_by_two(layer: nn.MaxPool2D | nn.AvgPool2D) -> bool:
     """2×2 windows, stride 2, no padding, floor mode, NCHW: what the pooling kernels compute."""
     def pair(v: object) -> list:
@@ -118,7 +130,10 @@ class FastSoftPool(SoftPool):
 
 class FastLIPPool(LIPPool):
     """LIP's weighted 3×3 window mean through its window kernel, and the logit branch's instance norm, sigmoid and
-    scale in one kernel after the logit conv (which is accelerated on its own)."""
+    scale in one kernel after the logit conv (accelerated as a sublayer of its own, with its input gradient as a
+    convolution: ``_inner``)."""
+
+    _inner = {"conv": FastConv2DInputGradByConv}
 
     def logit(self, x: paddle.Tensor) -> paddle.Tensor:
         norm = self.norm
@@ -170,6 +185,7 @@ _SWAPS: dict[type, tuple[type, object]] = {
 # accelerated class → the kernels of ops.REVISIONS that compute it (a run's arithmetic revision is theirs)
 KERNELS: dict[type, tuple[str, ...]] = {
     FastConv2D: ("conv2d",),
+    FastConv2DInputGradByConv: ("conv2d", "conv2d_dx_conv"),
     FastMaxPool2D: ("max_pool2x2",),
     FastAvgPool2D: ("avg_pool2x2",),
     FastGlobalAvgPool2D: ("global_avg_pool",),
@@ -192,12 +208,18 @@ def accelerate(net: nn.Layer) -> nn.Layer:
         swap = _SWAPS.get(type(layer))
         if swap is not None and (swap[1] is None or swap[1](layer)):
             layer.__class__ = swap[0]
+    # then an accelerated layer's own choice for a sublayer the first loop accelerated (after it, in any order)
+    for layer in net.sublayers(include_self=True):
+        for name, cls in getattr(type(layer), "_inner", {}).items():
+            sub = getattr(layer, name, None)
+            if sub is not None and type(sub) in cls.__mro__[1:2]:
+                sub.__class__ = cls
     return net
 
 
 def accelerated_layers(net: nn.Layer) -> list[str]:
     """Names of the sublayers the pass put on the kernels (what a run records as its arithmetic)."""
-    fast = tuple(cls for cls, _ in _SWAPS.values())
+    fast = tuple(KERNELS)
     return [name or "(model)" for name, layer in net.named_sublayers(include_self=True) if isinstance(layer, fast)]
 
 

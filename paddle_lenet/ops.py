@@ -212,11 +212,13 @@ REVISIONS = {
     "avg_pool2x2": LEGACY,  # Paddle's avg_pool2d bit for bit (tests/test_ops.py): runs before it keep matching
     "global_avg_pool": LEGACY,  # Paddle's adaptive_avg_pool2d(x, 1) bit for bit (tests/test_ops.py), likewise
     "soft_window": "2",  # SoftPool's 2x2 windows side by side in vector registers
-    "lip_window": "3",  # the soft-window kernel's 3x3/stride-2 windows (LIP) as separable row and column sums
+    "lip_window": "4",  # the soft-window kernel's 3x3/stride-2 windows (LIP) as separable row and column sums;
+    # 4: the backward pass sums each window row's columns first, then the rows (a vector loop per pixel row)
     "stochastic_pool": LEGACY,
     "dpp": "2",  # windows side by side in vector registers (the same formula, other rounding)
     "lp_pool": "1",
-    "lip_logit": "1",  # LIP's instance norm, sigmoid and scale in one pass (before: Paddle's ops)
+    "lip_logit": "2",  # LIP's instance norm, sigmoid and scale in one pass; 2: the norm's sums in 16 double lanes
+    "conv2d_dx_conv": "1",  # the input gradient as a convolution with the flipped kernel (LIP's logit convolutions)
 }
 
 
@@ -332,15 +334,20 @@ def add_channel_bias(x: paddle.Tensor, bias: paddle.Tensor) -> paddle.Tensor:
 
 
 def conv2d(x: paddle.Tensor, weight: paddle.Tensor, bias: paddle.Tensor | None, stride: int,
-           padding: int) -> paddle.Tensor:
-    """A square-kernel convolution with symmetric padding, through the kernels when they apply."""
+           padding: int, dx_conv: bool = False) -> paddle.Tensor:
+    """A square-kernel convolution with symmetric padding, through the kernels when they apply.
+
+    ``dx_conv``: the input gradient as a convolution of the output gradient with the flipped kernel (stride 1,
+    padding ≤ k − 1; ignored otherwise) — faster where the layer has few output channels, other rounding than the
+    default path: kernel ``conv2d_dx_conv`` of :data:`REVISIONS`.
+    """
     k = _applies(x)
     if k is None:
         out = F.conv2d(x, weight, None, stride=stride, padding=padding)
         return out if bias is None else add_channel_bias(out, bias)
     if bias is None:
         bias = paddle.zeros([weight.shape[0]], "float32")
-    return k.lenet_conv2d(x, weight, bias, stride, padding, not x.stop_gradient, _threads)
+    return k.lenet_conv2d(x, weight, bias, stride, padding, not x.stop_gradient, dx_conv, _threads)
 
 
 def soft_window(x: paddle.Tensor, logit: paddle.Tensor, k: int, s: int, p: int) -> paddle.Tensor:
@@ -349,7 +356,7 @@ def soft_window(x: paddle.Tensor, logit: paddle.Tensor, k: int, s: int, p: int) 
     The kernel of ``models.pooling.soft_window`` (same function); it subtracts each window's maximum logit, so
     any logits are safe. Call only where :func:`window_kernels` is not None.
     """
-    return window_kernels(x, k).lenet_soft_window(x, logit, k, s, p, _threads)
+    return window_kernels(x, k).lenet_soft_window(x, logit, k, s, p, _threads)[0]
 
 
 def lip_logit(y: paddle.Tensor, scale: paddle.Tensor, bias: paddle.Tensor, eps: float) -> paddle.Tensor:

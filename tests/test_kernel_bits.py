@@ -65,6 +65,12 @@ def compute() -> dict[str, str]:
         (g,) = _inputs(100 + i, tuple(y.shape))
         dx, dw, db = paddle.grad([y], [x, wt, b], [g])
         d[f"conv2d/{name}"] = _digest(y, dx, dw, db)
+    for i, (name, c, o, h, w) in enumerate([("lip1_6x28", 6, 6, 28, 28), ("lip2_16x10", 16, 16, 10, 10),
+                                            ("odd_3to5_13x11", 3, 5, 13, 11)]):
+        x, wt = _inputs(40 + i, (BATCH, c, h, w), (o, c, 3, 3))
+        y = ops.conv2d(x, wt, None, 1, 1, dx_conv=True)
+        (g,) = _inputs(45 + i, tuple(y.shape))
+        d[f"conv2d_dx_conv/{name}"] = _digest(y, *paddle.grad([y], [x, wt], [g]))
     x, = _inputs(50, (4, 6, 10, 12))
     y = ops.max_pool2x2(x)
     (dx,) = paddle.grad([y], [x], [paddle.ones_like(y)])
@@ -144,7 +150,8 @@ def test_the_recorded_arithmetic_has_digests_for_every_case() -> None:
     names = {f"conv2d/{c[0]}" for c in CONVS} | {
         "max_pool2x2", "avg_pool2x2", "avg_pool2x2/odd_13x11", "global_avg_pool",
         "soft_window/soft_2x2", "lip_window/3x3_s2_p1", "lip_window/odd_13x11", "stochastic_pool", "dpp",
-        "dpp/odd_37x19", "lp_pool", "lp_pool/odd_p7", "lip_logit"}
+        "dpp/odd_37x19", "lp_pool", "lp_pool/odd_p7", "lip_logit", "conv2d_dx_conv/lip1_6x28",
+        "conv2d_dx_conv/lip2_16x10", "conv2d_dx_conv/odd_3to5_13x11"}
     for kernel, rev in ops.REVISIONS.items():
         entry = table.get(kernel, {}).get(rev)
         assert entry, f"{GOLDEN.name} has no entry for kernel {kernel} at revision {rev}"

@@ -54,6 +54,37 @@ def test_conv2d_matches_paddle(n: int, c: int, h: int, o: int, k: int, s: int, p
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * float(np.abs(b).max()), err_msg=name)
 
 
+# LIP's logit convolutions, other kernel sizes and paddings (p ≤ k − 1), odd sizes, and a stride-2 layer (not taken)
+@pytest.mark.parametrize("n,c,h,o,k,s,p", [(64, 6, 28, 6, 3, 1, 1), (13, 16, 10, 16, 3, 1, 1), (5, 3, 13, 5, 3, 1, 0),
+                                           (7, 6, 14, 16, 5, 1, 2), (4, 2, 11, 3, 5, 1, 4), (3, 4, 12, 5, 3, 2, 1)])
+def test_conv2d_input_gradient_by_convolution_matches_paddle(n: int, c: int, h: int, o: int, k: int, s: int,
+                                                             p: int) -> None:
+    paddle.seed(n + c + h + 1)
+    conv = nn.Conv2D(c, o, k, stride=s, padding=p)
+    x = paddle.randn([n, c, h, h])
+    ours = _grads(conv, x, lambda t: ops.conv2d(t, conv.weight, conv.bias, s, p, dx_conv=True))
+    default = _grads(conv, x, lambda t: ops.conv2d(t, conv.weight, conv.bias, s, p))
+    ref = _grads(conv, x, conv)
+    for name, a, b in zip(("out", "dW", "db", "dx"), ours, ref, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * float(np.abs(b).max()), err_msg=name)
+    for name, a, b in zip(("out", "dW", "db"), ours[:3], default[:3], strict=True):  # only dx takes the other path
+        np.testing.assert_array_equal(a, b, err_msg=name)
+    same_dx = np.array_equal(ours[3], default[3])
+    assert same_dx == (s != 1), "dx_conv changes the input gradient's rounding exactly where it applies (stride 1)"
+
+
+def test_lip_logit_convolution_takes_the_input_gradient_by_convolution() -> None:
+    from paddle_lenet.accelerate import FastConv2DInputGradByConv, accelerate, kernels_used
+    from paddle_lenet.models.pooling import LIPPool
+
+    net = nn.Sequential(nn.Conv2D(1, 6, 5, padding=2), LIPPool(6))
+    accelerate(net)
+    assert type(net[1].conv) is FastConv2DInputGradByConv and type(net[0]) is not FastConv2DInputGradByConv
+    assert {"conv2d", "conv2d_dx_conv", "lip_logit", "lip_window"} <= set(kernels_used(net))
+    accelerate(net)  # idempotent
+    assert type(net[1].conv) is FastConv2DInputGradByConv
+
+
 def test_input_gradient_skipped_for_data() -> None:
     """The first layer's input is data: its gradient is not computed, the others are."""
     conv = nn.Conv2D(1, 6, 5, padding=2)
