@@ -234,6 +234,54 @@ void narrow_gemm(int64_t rows, int64_t M, int64_t N, Depth D, const float* a, co
   narrow_gemm_r<NRB>(rows, M, N, D, a, arow, b, brow, c, ldc);
 }
 
+// narrow_gemm for a 3x3, stride-1 layer, one input channel's nine rows (kh, kw) a tile: row (kh, kw) at depth d reads
+// a[kh * W + kw + d], so row (kh, kw + 1) at depth d reads what row (kh, kw) reads at d + 1. Two depths a step: four
+// broadcasts a kernel row serve its six products (twelve loads of A for eighteen products, where narrow_gemm loads
+// eighteen; four depths a step measured no faster), and three pointers address A (gemm_tiled's nine row pointers did
+// not fit the general registers: GCC reloaded two from the stack every depth). b: B's rows at d * NL; c: [C * 9][NL],
+// added to. Every element adds the same products in the same order (depth by depth, from c's value): the same bits
+// as narrow_gemm. LIP's 6 -> 6 logit convolution, weight gradient alone: 0.86 -> 0.72 ms on Zen 4 (in-process A/B).
+void window3_gemm(int64_t C, int64_t plane, int64_t W, Depth D, const float* a, const float* b, float* c) {
+  for (int64_t ci = 0; ci < C; ++ci) {
+    const float* p = a + ci * plane;
+    float* cc = c + ci * 9 * NL;
+    float acc[9][NL];
+    for (int64_t r = 0; r < 9; ++r)
+      for (int64_t l = 0; l < NL; ++l) acc[r][l] = cc[r * NL + l];
+    for (int64_t sg = 0; sg < D.segs; ++sg) {
+      int64_t d = sg * D.stride;
+      const int64_t end = d + D.len;
+      for (; d + 1 < end; d += 2) {
+        const float *b0 = b + d * NL, *b1 = b0 + NL;
+        for (int64_t kh = 0; kh < 3; ++kh) {
+          const float* q = p + kh * W + d;
+          const float v0 = q[0], v1 = q[1], v2 = q[2], v3 = q[3];
+          float *a0 = acc[3 * kh], *a1 = acc[3 * kh + 1], *a2 = acc[3 * kh + 2];
+#pragma omp simd
+          for (int64_t l = 0; l < NL; ++l) {
+            a0[l] += v0 * b0[l];
+            a1[l] += v1 * b0[l];
+            a2[l] += v2 * b0[l];
+            a0[l] += v1 * b1[l];
+            a1[l] += v2 * b1[l];
+            a2[l] += v3 * b1[l];
+          }
+        }
+      }
+      for (; d < end; ++d) {
+        const float* b0 = b + d * NL;
+        for (int64_t r = 0; r < 9; ++r) {
+          const float v = p[(r / 3) * W + r % 3 + d];
+#pragma omp simd
+          for (int64_t l = 0; l < NL; ++l) acc[r][l] += v * b0[l];
+        }
+      }
+    }
+    for (int64_t r = 0; r < 9; ++r)
+      for (int64_t l = 0; l < NL; ++l) cc[r * NL + l] = acc[r][l];
+  }
+}
+
 // rows of the forward's tile for O output channels: RB, or 4 where that pads fewer rows (16 channels: 16, not 18)
 constexpr int64_t FRB = 4;
 int64_t forward_rows(int64_t O) { return round_up(O, FRB) < round_up(O, RB) ? FRB : RB; }
@@ -646,6 +694,7 @@ std::vector<paddle::Tensor> Conv2dBackward(const paddle::Tensor& x, const paddle
   } else {
   const Col2im c2i = need_dx ? Col2im(wide, g.c, g.k, K, Q) : Col2im{};
   const Depth pixels(g.ho, g.wo, ld);  // the wide grid's real pixels: its extra columns are zeros of dout
+  const bool window3 = narrow && g.k == 3 && g.s == 1;  // window3_gemm: the same bits as narrow_gemm, faster
 #pragma omp parallel num_threads(num_threads(threads))
   {
     std::vector<float> buf(wide.size, 0.f), gt(Q * Ol, 0.f);
@@ -673,7 +722,9 @@ std::vector<paddle::Tensor> Conv2dBackward(const paddle::Tensor& x, const paddle
           for (int64_t o = 0; o < std::min<int64_t>(8, g.o - o0); ++o) my_db[o0 + o] += s[o];
         }
         wide.pad(xp + n * g.in_size(), g.c, g.h, g.w, buf.data());
-        if (narrow) {
+        if (window3) {
+          window3_gemm(g.c, wide.hph * wide.wph, wide.wph, pixels, buf.data(), gt.data(), my_dwt);
+        } else if (narrow) {
           narrow_gemm(nr, Kp, Ol, pixels, buf.data(), wide.shift.data(), gt.data(), gtrow.data(), my_dwt, Ol);
         } else {
           weight_gemm(Kp, Ol, pixels, buf.data(), wide.shift.data(), gt.data(), gtrow.data(), my_dwt, Ol);
