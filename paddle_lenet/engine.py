@@ -10,6 +10,7 @@ exact resume, a clean stop on SIGINT/SIGTERM or a non-finite loss, VisualDL logs
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import signal
@@ -252,6 +253,34 @@ class Experiment:
 
     def test_fingerprint(self) -> str:
         return fingerprint(self.test_data)
+
+
+_CODE: list[str] = []
+
+
+def code_digest() -> str:
+    """The package's source (every .py and .cc under paddle_lenet/), hashed: the code a run's time was measured on. A
+    speed-up that keeps every bit changes no kernel revision but does change this, so a study compares train times
+    only between runs of one code (:func:`timing`)."""
+    if not _CODE:
+        pkg = os.path.dirname(os.path.abspath(__file__))
+        h = hashlib.sha256()
+        for dirpath, dirnames, files in os.walk(pkg):
+            dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
+            for f in sorted(files):
+                if f.endswith((".py", ".cc")):
+                    path = os.path.join(dirpath, f)
+                    h.update(os.path.relpath(path, pkg).encode() + b"\0")
+                    with open(path, "rb") as fh:
+                        h.update(fh.read())
+        _CODE.append(h.hexdigest()[:12])
+    return _CODE[0]
+
+
+def timing() -> dict[str, Any]:
+    """Where and on what a run's ``train_seconds`` were measured: the CPU, its core count and the package's code.
+    Times of runs with different contexts are not a cost ranking (the report says so, :mod:`paddle_lenet.report`)."""
+    return {"cpu": ops.cpu_model(), "cores": os.cpu_count(), "code": code_digest()}
 
 
 def _kernel_revision(net: paddle.nn.Layer, fast: bool, device: str) -> str | None:
@@ -595,7 +624,7 @@ def _train(cfg: dict[str, Any], exp: Experiment, folder: RunFolder, resume_state
             "trainable_params": count_trainable(exp.net)[0], "buffers": count_trainable(exp.net)[1],
             "arch_revision": arch_revision(cfg["Arch"]), "arithmetic": exp.arithmetic(),
             "flops": exp.flops(), "epochs": run.epochs, "seed": cfg["Global"]["seed"], **eval_logs,
-            "train_seconds": round(run.train_seconds, 3), "steps": run.global_step,
+            "train_seconds": round(run.train_seconds, 3), "timing": timing(), "steps": run.global_step,
             "train_samples": len(exp.train_data), "test_samples": len(exp.test_data),
             "test_fingerprint": exp.test_fingerprint(), "device": exp.device,
             "world_size": exp.world_size, "paddle": paddle.__version__, "history": run.history,

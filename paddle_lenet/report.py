@@ -131,6 +131,9 @@ def study_figures(summary: dict[str, Any], folder: str) -> list[str]:
             ax.errorbar(x, 100 * mu, yerr=100 * half, fmt="o", capsize=3, color=color[label])
             ax.annotate(label, (x, 100 * mu), textcoords="offset points", xytext=(5, 4), fontsize=8)
         ax.set(xlabel=xlabel + " (axis from 0)", ylabel="test accuracy, top-1 (%)")
+        if key == "train_seconds_mean" and mixed_timing_note(summary):
+            ax.set_title(f"times from {len(summary['timing'])} CPU/code contexts: not comparable", fontsize=8,
+                         color="firebrick")
         ax.set_xlim(left=0, right=max(m[key] / (1e6 if key == "flops" else 1.0) for m in models.values()) * 1.25)
         ax.grid(alpha=0.3)
     fig.suptitle(f"accuracy vs cost (error bars: 95% CI over {n_seeds} seeds)", fontsize=10)
@@ -272,6 +275,23 @@ def mixed_blas_note(summary: dict[str, Any]) -> str | None:
             "runs across them; for one path, re-run the study's runs on one machine type (Global.overwrite=true).")
 
 
+def mixed_timing_note(summary: dict[str, Any]) -> str | None:
+    """A warning when the reported runs' train times were measured on more than one CPU or package code (``timing``
+    in each run's metrics.json; runs recorded before it existed count as one "unrecorded" context), else None.
+
+    Why: a study's runs may be re-run on a later sitting — a faster kernel, another machine — while the rest keep
+    their records; the time column and the cost figure would then rank models by when they ran (a LIP re-run on
+    faster code once plotted as the cheapest model while it is the costliest).
+    """
+    contexts = summary.get("timing") or []
+    if len(contexts) < 2:
+        return None
+    return (f"**Times not comparable:** the runs' train times were measured in {len(contexts)} contexts (CPU, cores or "
+            "package code differ; `timing` in each run's metrics.json), so the train time column and the cost figure "
+            "are not a cost ranking. For one, re-run the study's runs on one machine with one code "
+            "(Global.overwrite=true).")
+
+
 def study_markdown(summary: dict[str, Any], figures: list[str]) -> str:
     models = summary["models"]
     seeds = summary["seeds"]
@@ -283,9 +303,9 @@ def study_markdown(summary: dict[str, Any], figures: list[str]) -> str:
     if summary.get("missing_runs"):
         lines += [f"**Incomplete:** {len(summary['missing_runs'])} run(s) missing: "
                   f"{', '.join(summary['missing_runs'])}. Numbers below cover the finished runs only.", ""]
-    note = mixed_blas_note(summary)
-    if note:
-        lines += [note, ""]
+    for note in (mixed_blas_note(summary), mixed_timing_note(summary)):
+        if note:
+            lines += [note, ""]
     shifts = sorted(next(iter(models.values()))["shift_acc"], key=int)
     params_key = "trainable_params" if all("trainable_params" in m for m in models.values()) else "params"
     rows = [[label, m["model"], f"{m[params_key]:,}", f"{m['flops'] / 1e6:.2f} M", m["runs"],

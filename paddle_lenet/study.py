@@ -293,6 +293,8 @@ def summarize(base: dict[str, Any], results: list[dict[str, Any]], wall: float,
             "alpha": st["alpha"], "equivalence_margin": st["equivalence_margin"],
             "arithmetic": {"kernels": kernels, "isa": isas,
                            "blas": sorted({(m.get("arithmetic") or {}).get("blas", "unrecorded") for m in recorded})},
+            "timing": sorted({json.dumps(m["timing"], sort_keys=True) if m.get("timing") else "unrecorded"
+                              for m in recorded}),
             "paper": st["paper"], "missing_runs": missing or [], "wall_seconds": round(wall, 1),
             "machine": f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPU cores, "
                        f"{st['workers']} worker(s)"}

@@ -358,6 +358,46 @@ def test_a_study_worker_starts_without_the_statistics() -> None:
     assert p.stdout.split("\n")[-2] == "[]", p.stdout + p.stderr[-2000:]
 
 
+def test_a_report_over_two_timing_contexts_says_times_are_not_comparable(study, tmp_path) -> None:
+    """Every run records where its time was measured (this CPU by family and model, the cores, the package's code);
+    a report whose runs were timed in two contexts (a re-run on faster code, or records from before the field) warns
+    in the text and on the cost figure; one context, no warning."""
+    from paddle_lenet.engine import code_digest
+    from paddle_lenet.ops import cpu_model
+    from paddle_lenet.report import study_figures, study_markdown
+
+    root, _ = study
+    s = json.load(open(os.path.join(root, "summary.json")))
+    (context,) = s["timing"]
+    assert json.loads(context) == {"cpu": cpu_model(), "cores": os.cpu_count(), "code": code_digest()}
+    assert "Times not comparable" not in open(os.path.join(root, "report.md")).read()
+    s["timing"] = [context, "unrecorded"]
+    assert "**Times not comparable:** the runs' train times were measured in 2 contexts" in study_markdown(s, [])
+    assert "acc_vs_cost.png" in study_figures(s, str(tmp_path))
+
+
+def test_the_code_digest_follows_the_package_source(tmp_path) -> None:
+    """The digest is of the package's files: a copy of the package gives the same one; a one-byte change to a kernel
+    source gives another (run in fresh processes: the digest is computed once per process)."""
+    import shutil
+    import subprocess
+    import sys
+
+    code = "import sys; sys.path.insert(0, sys.argv[1]); from paddle_lenet.engine import code_digest; print(code_digest())"
+
+    def digest(where: str) -> str:
+        p = subprocess.run([sys.executable, "-c", code, where], capture_output=True, text=True, timeout=120)
+        return p.stdout.split()[-1]
+
+    shutil.copytree(os.path.join(ROOT, "paddle_lenet"), tmp_path / "paddle_lenet",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    here = digest(ROOT)
+    assert digest(str(tmp_path)) == here and len(here) == 12
+    src = tmp_path / "paddle_lenet" / "csrc" / "conv2d_cpu.cc"
+    src.write_text(src.read_text() + "\n")
+    assert digest(str(tmp_path)) != here
+
+
 def test_a_report_over_two_blas_paths_says_so(study) -> None:
     """Runs whose matmuls took different BLAS code paths (or one recorded before the digest existed) are reported
     with a warning that names the paths; one path, none."""
