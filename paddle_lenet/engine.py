@@ -10,6 +10,7 @@ exact resume, a clean stop on SIGINT/SIGTERM or a non-finite loss, VisualDL logs
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import os
@@ -255,26 +256,22 @@ class Experiment:
         return fingerprint(self.test_data)
 
 
-_CODE: list[str] = []
-
-
+@functools.cache
 def code_digest() -> str:
     """The package's source (every .py and .cc under paddle_lenet/), hashed: the code a run's time was measured on. A
     speed-up that keeps every bit changes no kernel revision but does change this, so a study compares train times
     only between runs of one code (:func:`timing`)."""
-    if not _CODE:
-        pkg = os.path.dirname(os.path.abspath(__file__))
-        h = hashlib.sha256()
-        for dirpath, dirnames, files in os.walk(pkg):
-            dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
-            for f in sorted(files):
-                if f.endswith((".py", ".cc")):
-                    path = os.path.join(dirpath, f)
-                    h.update(os.path.relpath(path, pkg).encode() + b"\0")
-                    with open(path, "rb") as fh:
-                        h.update(fh.read())
-        _CODE.append(h.hexdigest()[:12])
-    return _CODE[0]
+    pkg = os.path.dirname(os.path.abspath(__file__))
+    h = hashlib.sha256()
+    for dirpath, dirnames, files in os.walk(pkg):
+        dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
+        for f in sorted(files):
+            if f.endswith((".py", ".cc")):
+                path = os.path.join(dirpath, f)
+                h.update(os.path.relpath(path, pkg).encode() + b"\0")
+                with open(path, "rb") as fh:
+                    h.update(fh.read())
+    return h.hexdigest()[:12]
 
 
 def timing() -> dict[str, Any]:

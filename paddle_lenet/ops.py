@@ -248,21 +248,22 @@ def isa() -> str:
     return next((f for f in ("avx512f", "avx2", "avx", "sse4_2") if f in flags), platform.machine() or "unknown")
 
 
+def _cpuinfo_field(key: str) -> str:
+    """The value of the first ``key`` line of /proc/cpuinfo ("" without one)."""
+    line = _cpuinfo_line(key) or ""
+    return line.split(":", 1)[1].strip() if ":" in line else ""
+
+
 def cpu_model() -> str:
     """This CPU by name, family and model number: where a run's time was measured. A virtual machine's model name
     alone ("AMD EPYC") names neither the generation nor the speed; family 25 model 17 (Zen 4) does."""
-    def field(key: str) -> str:
-        line = _cpuinfo_line(key) or ""
-        return line.split(":", 1)[1].strip() if ":" in line else ""
-
-    name = field("model name") or platform.processor() or platform.machine() or "unknown CPU"
-    family, model = field("cpu family"), field("model\t")
+    name = _cpuinfo_field("model name") or platform.processor() or platform.machine() or "unknown CPU"
+    family, model = _cpuinfo_field("cpu family"), _cpuinfo_field("model\t")
     return f"{name} (family {family} model {model})" if family and model else name
 
 
 def _cpu_vendor() -> str:
-    line = _cpuinfo_line("vendor_id") or ""
-    return line.split(":", 1)[1].strip() if ":" in line else ""
+    return _cpuinfo_field("vendor_id")
 
 
 def _amd_avx512() -> bool:
