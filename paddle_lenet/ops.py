@@ -219,6 +219,8 @@ REVISIONS = {
     "lp_pool": "1",
     "lip_logit": "2",  # LIP's instance norm, sigmoid and scale in one pass; 2: the norm's sums in 16 double lanes
     "conv2d_dx_conv": "1",  # the input gradient as a convolution with the flipped kernel (LIP's logit convolutions)
+    "rand": LEGACY,  # paddle.rand's draws bit for bit, the generator left where Paddle leaves it (tests/test_ops.py)
+    "dropout": LEGACY,  # F.dropout's mask, output and gradient bit for bit, likewise
 }
 
 
@@ -419,6 +421,25 @@ def lp_pool(x: paddle.Tensor, p: float, k: int) -> paddle.Tensor:
     """``LpPool``'s (Σ|x|^p)^(1/p) over k×k windows in one pass per window (forward and backward). Call only where
     :func:`window_kernels` is not None."""
     return window_kernels(x, k).lenet_lp_pool(x, float(p), k, _threads)
+
+
+def rand(shape: list[int], like: paddle.Tensor) -> paddle.Tensor:
+    """``paddle.rand(shape)`` (float32) on ``like``'s device: the same numbers from the same generator, which it
+    leaves where ``paddle.rand`` would, so every later draw is the same too."""
+    k = _applies(like)
+    if k is None:
+        return paddle.rand(shape, dtype=like.dtype)
+    return k.lenet_rand(like.detach(), [int(d) for d in shape])
+
+
+def dropout(x: paddle.Tensor, p: float) -> paddle.Tensor:
+    """``F.dropout(x, p)`` in training (mode ``upscale_in_train``, no axis, 0 < p < 1): the same mask from the same
+    draws, the same output and gradient, the generator left where Paddle's dropout leaves it."""
+    k = _applies(x)
+    # a program seed (paddle.static) makes Paddle's dropout draw from a fresh engine seeded with it at every call
+    if k is None or not 0.0 < p < 1.0 or paddle.static.default_main_program().random_seed != 0:
+        return F.dropout(x, p, training=True)
+    return k.lenet_dropout(x, float(p))[0]
 
 
 def window_kernels(x: paddle.Tensor, k: int) -> Any:

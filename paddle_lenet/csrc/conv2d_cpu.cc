@@ -13,7 +13,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
+#include <memory>
+#include <random>
 #include <vector>
 
 #ifdef __AVX2__
@@ -21,6 +24,7 @@
 #endif
 
 #include "paddle/extension.h"
+#include "paddle/phi/core/generator.h"
 
 namespace {
 
@@ -2040,3 +2044,163 @@ PD_BUILD_GRAD_OP(lenet_lip_logit)
     .Outputs({paddle::Grad("Y"), paddle::Grad("Gamma"), paddle::Grad("Beta")})
     .Attrs({"eps: float", "threads: int"})
     .SetKernelFn(PD_KERNEL(LipLogitBackward));
+
+// ---- Paddle's CPU random draws (paddle.rand, dropout), the same bits, without the per-element cost ----
+// Both draw from the default CPU generator's mt19937_64, one engine call per element in element order, through
+// std::uniform_real_distribution<float>(0, 1). Paddle's loops spent ~10 ns an element: the distribution's generic
+// code per call, and in dropout a branch on each random comparison, mispredicted at every other element (0.7 ms for
+// LeNet_BN's 75k). Here the engine is called in the same order, so it ends in the same state and every later draw
+// is unchanged, and the conversion and the comparison run branch-free over blocks of draws.
+namespace {
+
+constexpr int64_t kDrawBlock = 1024;
+
+// std::uniform_real_distribution<float>(0, 1) of draws z of a 64-bit engine as Paddle's build computes it
+// (generate_canonical: (float)z / 2^64, a result of 1 clamped to the float below it; tests/test_ops.py pins a draw that
+// rounds to 1 against paddle.rand), times (1 - 0), plus 0 — without the two branches a compiler gives it, each taken
+// at random. (float)z, rounded to nearest even, is the signed conversion below 2^63; from 2^63 on it is that of z
+// halved with its lowest bit kept sticky (z >> 1 still has 63 bits, far more than float's 24, so it rounds as z
+// would), times 2: picked as integers before one conversion, the factor 2 folded into the exact power-of-two scale.
+// The clamp is a minimum of bit patterns (non-negative floats order as their bits). Two passes: the conversions
+// (scalar on AVX2), then the scale and clamp as one vector loop.
+inline float i64_to_float(int64_t v) {
+#ifdef __AVX2__
+  return _mm_cvtss_f32(_mm_cvtsi64_ss(_mm_setzero_ps(), v));  // from a zeroed register: no false dependency on the last
+#else
+  return static_cast<float>(v);
+#endif
+}
+
+constexpr uint32_t kTwoToMinus64 = 0x1f800000u, kBelowOne = 0x3f7fffffu;  // bits of 2^-64 (2^-63 is one exponent up)
+
+inline void unit_floats(const uint64_t* __restrict z, int64_t n, float* __restrict out) {
+  alignas(64) float f[kDrawBlock];
+  alignas(64) uint32_t scale[kDrawBlock];
+  for (int64_t j = 0; j < n; ++j) {
+    const uint64_t top = z[j] >> 63, pick = static_cast<uint64_t>(0) - top;
+    const uint64_t v = (((z[j] >> 1) | (z[j] & 1)) & pick) | (z[j] & ~pick);
+    f[j] = i64_to_float(static_cast<int64_t>(v));
+    scale[j] = kTwoToMinus64 + (static_cast<uint32_t>(top) << 23);
+  }
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) {
+    float s, r;
+    uint32_t bits;
+    std::memcpy(&s, &scale[j], 4);
+    r = f[j] * s;
+    std::memcpy(&bits, &r, 4);
+    bits = std::min(bits, kBelowOne);
+    std::memcpy(&out[j], &bits, 4);
+  }
+}
+
+inline float unit_float(uint64_t z) {
+  float out;
+  unit_floats(&z, 1, &out);
+  return out;
+}
+
+// The least draw z whose unit_float(z) is not below p (0 <= p < 1): unit_float is monotone in z, so "unit_float(z) < p"
+// is "z < threshold", an integer comparison that vectorises.
+inline uint64_t unit_threshold(float p) {
+  uint64_t lo = 0, hi = ~static_cast<uint64_t>(0);  // unit_float(2^64 - 1) is the float below 1, not below p < 1
+  while (lo < hi) {
+    const uint64_t mid = lo + (hi - lo) / 2;
+    if (unit_float(mid) < p) lo = mid + 1; else hi = mid;
+  }
+  return lo;
+}
+
+// n draws of the generator that Paddle's CPU kernels draw from, in order, handed to use(first, count, draws) a block
+// at a time: one thread, as Paddle's own loop (the order of the draws is the result)
+template <typename Use>
+void draw_blocks(int64_t n, Use&& use) {
+  if (n <= 0) return;
+  const std::shared_ptr<std::mt19937_64> engine = phi::DefaultCPUGenerator()->GetCPUEngine();
+  std::mt19937_64& e = *engine;
+  alignas(64) uint64_t z[kDrawBlock];
+  for (int64_t i0 = 0; i0 < n; i0 += kDrawBlock) {
+    const int64_t b = std::min(kDrawBlock, n - i0);
+    for (int64_t j = 0; j < b; ++j) z[j] = e();
+    use(i0, b, z);
+  }
+}
+
+}  // namespace
+
+// paddle.rand(shape) (float32, CPU): `like` only names the place
+std::vector<paddle::Tensor> RandForward(const paddle::Tensor& like, const std::vector<int64_t>& shape) {
+  auto out = paddle::empty(shape, paddle::DataType::FLOAT32, like.place());
+  float* o = out.data<float>();
+  draw_blocks(out.numel(), [o](int64_t i0, int64_t b, const uint64_t* z) { unit_floats(z, b, o + i0); });
+  return {out};
+}
+
+std::vector<std::vector<int64_t>> RandInferShape(const std::vector<int64_t>& like, const std::vector<int64_t>& shape) {
+  return {shape};
+}
+
+std::vector<paddle::DataType> RandInferDtype(const paddle::DataType& like) { return {paddle::DataType::FLOAT32}; }
+
+PD_BUILD_OP(lenet_rand)
+    .Inputs({"Like"})
+    .Outputs({"Out"})
+    .Attrs({"shape: std::vector<int64_t>"})
+    .SetKernelFn(PD_KERNEL(RandForward))
+    .SetInferShapeFn(PD_INFER_SHAPE(RandInferShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(RandInferDtype));
+
+// F.dropout(x, p) in training, mode upscale_in_train, 0 < p < 1: Paddle's kernel's arithmetic — an element is dropped
+// where its uniform is below p, kept ones are x / (1 - p), the mask is uint8; the gradient dout * mask / (1 - p)
+std::vector<paddle::Tensor> DropoutForward(const paddle::Tensor& x, float p) {
+  auto out = paddle::empty(x.shape(), paddle::DataType::FLOAT32, x.place());
+  auto mask = paddle::empty(x.shape(), paddle::DataType::UINT8, x.place());
+  const float* xp = x.data<float>();
+  float* op = out.data<float>();
+  uint8_t* mp = mask.data<uint8_t>();
+  const float c = static_cast<float>(1.0f - p);
+  const uint64_t threshold = unit_threshold(p);
+  draw_blocks(x.numel(), [=](int64_t i0, int64_t b, const uint64_t* z) {
+    const float* __restrict xs = xp + i0;
+    float* __restrict ys = op + i0;
+    uint8_t* __restrict ms = mp + i0;
+#pragma omp simd
+    for (int64_t j = 0; j < b; ++j) {
+      const bool drop = z[j] < threshold;
+      const float kept = xs[j] / c;
+      ms[j] = drop ? 0 : 1;
+      ys[j] = drop ? 0.f : kept;
+    }
+  });
+  return {out, mask};
+}
+
+std::vector<paddle::Tensor> DropoutBackward(const paddle::Tensor& mask, const paddle::Tensor& dout, float p) {
+  auto dx = paddle::empty(dout.shape(), paddle::DataType::FLOAT32, dout.place());
+  const uint8_t* __restrict mp = mask.data<uint8_t>();
+  const float* __restrict gp = dout.data<float>();
+  float* __restrict dp = dx.data<float>();
+  const float c = static_cast<float>(1.0f - p);
+  const int64_t n = dout.numel();
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) dp[i] = gp[i] * static_cast<float>(mp[i]) / c;
+  return {dx};
+}
+
+std::vector<std::vector<int64_t>> DropoutInferShape(const std::vector<int64_t>& x, float p) { return {x, x}; }
+
+std::vector<paddle::DataType> DropoutInferDtype(const paddle::DataType& x) { return {x, paddle::DataType::UINT8}; }
+
+PD_BUILD_OP(lenet_dropout)
+    .Inputs({"X"})
+    .Outputs({"Out", "Mask"})
+    .Attrs({"p: float"})
+    .SetKernelFn(PD_KERNEL(DropoutForward))
+    .SetInferShapeFn(PD_INFER_SHAPE(DropoutInferShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(DropoutInferDtype));
+
+PD_BUILD_GRAD_OP(lenet_dropout)
+    .Inputs({"Mask", paddle::Grad("Out")})
+    .Outputs({paddle::Grad("X")})
+    .Attrs({"p: float"})
+    .SetKernelFn(PD_KERNEL(DropoutBackward));

@@ -59,16 +59,20 @@ class LpPool(nn.Layer):
         return paddle.where(m > 0, m * paddle.exp(paddle.log(s) / self.p), paddle.zeros_like(m))
 
 
-class _WindowAverage(nn.Layer):
-    """The k×k, stride-k window mean as one method, so the accelerate pass can put it on a kernel."""
+class _RandomWindows(nn.Layer):
+    """A random pooling's k×k, stride-k window mean and its uniform draws as methods, so the accelerate pass can put
+    them on kernels."""
 
     k: int
 
     def average(self, x: paddle.Tensor) -> paddle.Tensor:
         return F.avg_pool2d(x, self.k, self.k)
 
+    def rand(self, shape: list[int], like: paddle.Tensor) -> paddle.Tensor:
+        return paddle.rand(shape, dtype=like.dtype)
 
-class MixedPool(_WindowAverage):
+
+class MixedPool(_RandomWindows):
     """Mixed pooling (Yu et al. 2014): each window randomly max or average during training.
 
     At inference the default rule (``test="expectation"``) is the training-time expectation, 0.5·max + 0.5·avg —
@@ -92,7 +96,7 @@ class MixedPool(_WindowAverage):
         mx = self.max_pool(x)
         avg = self.average(x)
         if self.training:
-            lam = (paddle.rand(mx.shape) < 0.5).astype(x.dtype)
+            lam = (self.rand(mx.shape, x) < 0.5).astype(x.dtype)
             return lam * mx + (1 - lam) * avg
         if self.test == "max":
             return mx
@@ -101,7 +105,7 @@ class MixedPool(_WindowAverage):
         return 0.5 * mx + 0.5 * avg
 
 
-class StochasticPool(_WindowAverage):
+class StochasticPool(_RandomWindows):
     """Stochastic pooling (Zeiler & Fergus, ICLR 2013): p_i = a_i / Σ_j a_j within each window.
 
     Training samples one activation with probability p_i; inference returns the probabilistic weighting
@@ -121,7 +125,7 @@ class StochasticPool(_WindowAverage):
         """One uniform u per window: the only random numbers the layer consumes (the accelerated layer draws
         the same ones, so both paths sample the same elements)."""
         n, c, h, w = x.shape
-        return paddle.rand([n, c, h // self.k, w // self.k], dtype=x.dtype)
+        return self.rand([n, c, h // self.k, w // self.k], x)
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         k = self.k
