@@ -244,8 +244,8 @@ def kernel_revisions(recorded: str, kernels: Iterable[str]) -> dict[str, str]:
 
 
 def isa() -> str:
-    """The widest x86 vector extension the kernels are compiled for: this CPU's (-march=native), except AVX-512 on AMD
-    (:func:`_amd_avx512`)."""
+    """The widest x86 vector extension the kernels are compiled for: this CPU's (-march=native), except AVX-512 on a CPU
+    with half-width AVX-512 units (:func:`avx512_half_width`)."""
     flags = set(_cpu_fingerprint().split()) - ({"avx512f"} if "-mno-avx512f" in CFLAGS else set())
     return next((f for f in ("avx512f", "avx2", "avx", "sse4_2") if f in flags), platform.machine() or "unknown")
 
@@ -268,16 +268,19 @@ def _cpu_vendor() -> str:
     return _cpuinfo_field("vendor_id")
 
 
-def _amd_avx512() -> bool:
-    """An AMD CPU with AVX-512 (Zen 4 and later): it executes 512-bit instructions as two 256-bit halves, and the
-    kernels' AVX2 build ran faster there on every layer than their AVX-512 one (LeNet_nopool's conv2 backward 1.74 vs
-    2.02 ms, LIP's first logit conv 1.69 vs 2.15, conv1's weight gradient 0.44 vs 0.65-0.8; docs/performance.md). Both
-    builds compute the same bits (tests/kernel_bits.json holds equal digests for avx2 and avx512f), so this choice
-    moves no number."""
-    return _cpu_vendor() == "AuthenticAMD" and "avx512f" in _cpu_fingerprint().split()
+def avx512_half_width(vendor: str, family: str, flags: set[str]) -> bool:
+    """A CPU whose AVX-512 runs on 256-bit units, where the kernels build for AVX2 instead: AMD's Zen 4 (CPU family 25;
+    Zen 3, the family's other half, has no AVX-512). Zen 4 executes a 512-bit instruction as two 256-bit halves, and
+    there the AVX2 build ran faster on every layer than the AVX-512 one (LeNet_nopool's conv2 backward 1.74 vs 2.02 ms,
+    LIP's first logit conv 1.69 vs 2.15). Zen 5 (family 26) has 512-bit units: on its server part (model 2) the
+    AVX-512 build was the faster one on every layer, by up to 30% (LeNet_BN's conv2 forward+backward 1.66 vs 2.33 ms;
+    docs/performance.md), so later families keep AVX-512; Zen 5's mobile parts, said to be half-width too, were not
+    measured. Both builds compute the same bits (tests/kernel_bits.json holds equal digests for avx2 and avx512f), so
+    this choice moves no number, only the speed."""
+    return vendor == "AuthenticAMD" and family == "25" and "avx512f" in flags
 
 
-if _amd_avx512():
+if avx512_half_width(_cpu_vendor(), _cpuinfo_field("cpu family"), set(_cpu_fingerprint().split())):
     CFLAGS.append("-mno-avx512f")
 
 

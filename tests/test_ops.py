@@ -294,6 +294,20 @@ def test_mkl_avx2_is_asked_for_only_off_intel_and_never_over_a_users_setting() -
         assert (asked, value) == ("True", "'5'") and digest != default_digest
 
 
+def test_avx512_is_narrowed_to_avx2_only_on_half_width_units() -> None:
+    avx512 = {"avx2", "fma", "avx512f", "avx512bw"}
+    assert ops.avx512_half_width("AuthenticAMD", "25", avx512)  # Zen 4: 512-bit ops on 256-bit units
+    assert not ops.avx512_half_width("AuthenticAMD", "25", {"avx2", "fma"})  # Zen 3: nothing to narrow
+    assert not ops.avx512_half_width("AuthenticAMD", "26", avx512)  # Zen 5: 512-bit units, the faster build
+    assert not ops.avx512_half_width("GenuineIntel", "6", avx512)
+    # this machine's build follows the rule, and the ISA it records says what was built
+    narrowed = ops.avx512_half_width(ops._cpu_vendor(), ops._cpuinfo_field("cpu family"),
+                                     set(ops._cpu_fingerprint().split()))
+    assert ("-mno-avx512f" in ops.CFLAGS) == narrowed
+    if "avx512f" in ops._cpu_fingerprint().split():
+        assert ops.isa() == ("avx2" if narrowed else "avx512f")
+
+
 @pytest.mark.parametrize("shape", [(64, 120, 5, 5), (37, 120, 3, 3), (3, 2, 13, 11), (2, 5, 1, 1), (1, 9, 1, 7)])
 def test_global_avg_pool_is_paddles_bit_for_bit(shape: tuple) -> None:
     """Revision LEGACY too: LeNet_BN and GAP-head runs from before the kernel must keep their bits (their records).
