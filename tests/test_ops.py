@@ -154,6 +154,7 @@ def _pool_run(layer: nn.Layer, x_np: np.ndarray, g_np: np.ndarray) -> list[np.nd
 
 # odd sizes (a dropped last row/column), 3×3 windows, signed inputs with all-negative windows, ties, underflow
 @pytest.mark.parametrize("pool,k,shape", [("stochastic", 2, (8, 6, 28, 28)), ("stochastic", 3, (3, 4, 11, 10)),
+                                          ("stochastic", 4, (2, 3, 13, 9)),
                                           ("dpp", 2, (8, 6, 28, 28)), ("dpp", 2, (5, 16, 11, 9)),
                                           ("dpp", 3, (2, 3, 9, 10)), ("soft", 2, (8, 6, 28, 28)),
                                           ("soft", 2, (5, 16, 11, 9)), ("lp", 2, (8, 6, 28, 28)),
