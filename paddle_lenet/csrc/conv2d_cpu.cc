@@ -1480,9 +1480,9 @@ namespace {
 
 // One plane's windows (KT: k known at compile time, 0: g.k), without branches on the data: the pick is random, so a
 // search that stops at it mispredicted about once a window (~2 ms for LeNet's 75k windows on Zen 5). The cumulative
-// mass never decreases (each step adds a positive part, and rounding is monotone), so the first e with target < cum[e]
-// is the number of e before the last with !(target < cum[e]); the first maximum is a running select. The same
-// element either way, so the same bits.
+// mass never decreases (each step adds a positive part, and rounding is monotone), so the first e < K - 1 with
+// target < cum[e] (K - 1 if none) is the count of e < K - 1 without it; the first maximum is a running select. The
+// same element either way, so the same bits.
 template <int64_t KT>
 void stochastic_plane(const Tile& g, const float* xs, const float* up, float* op, uint8_t* ap) {
   const int64_t k = KT ? KT : g.k, K = k * k;
