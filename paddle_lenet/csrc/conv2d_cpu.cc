@@ -42,6 +42,7 @@ constexpr int64_t RB = 6;
 constexpr int64_t NRB = 13, NRB_MIN = 9;
 #endif
 constexpr int64_t NL = 8;    // columns of the narrow tile: LeNet's first layer has 6 output channels
+static_assert(NL == 8, "the narrow tile is one 256-bit vector wide (window_pass)");
 constexpr int64_t CHUNKS = 8;   // batch chunks: the unit of parallel work and of gradient reduction
 
 int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
@@ -254,52 +255,116 @@ void narrow_gemm(int64_t rows, int64_t M, int64_t N, Depth D, const float* a, co
   narrow_gemm_r<NRB>(rows, M, N, D, a, arow, b, brow, c, ldc);
 }
 
-// narrow_gemm for a 3x3, stride-1 layer, one input channel's nine rows (kh, kw) a tile: row (kh, kw) at depth d reads
-// a[kh * W + kw + d], so row (kh, kw + 1) at depth d reads what row (kh, kw) reads at d + 1. Two depths a step: four
-// broadcasts a kernel row serve its six products (twelve loads of A for eighteen products, where narrow_gemm loads
-// eighteen; four depths a step measured no faster), and three pointers address A (gemm_tiled's nine row pointers did
-// not fit the general registers: GCC reloaded two from the stack every depth). b: B's rows at d * NL; c: [C * 9][NL],
-// added to. Every element adds the same products in the same order (depth by depth, from c's value): the same bits
-// as narrow_gemm. LIP's 6 -> 6 logit convolution, weight gradient alone: 0.86 -> 0.72 ms on Zen 4 (in-process A/B).
-void window3_gemm(int64_t C, int64_t plane, int64_t W, Depth D, const float* a, const float* b, float* c) {
-  for (int64_t ci = 0; ci < C; ++ci) {
-    const float* p = a + ci * plane;
-    float* cc = c + ci * 9 * NL;
-    float acc[9][NL];
-    for (int64_t r = 0; r < 9; ++r)
-      for (int64_t l = 0; l < NL; ++l) acc[r][l] = cc[r * NL + l];
-    for (int64_t sg = 0; sg < D.segs; ++sg) {
-      int64_t d = sg * D.stride;
-      const int64_t end = d + D.len;
-      for (; d + 1 < end; d += 2) {
-        const float *b0 = b + d * NL, *b1 = b0 + NL;
-        for (int64_t kh = 0; kh < 3; ++kh) {
-          const float* q = p + kh * W + d;
-          const float v0 = q[0], v1 = q[1], v2 = q[2], v3 = q[3];
-          float *a0 = acc[3 * kh], *a1 = acc[3 * kh + 1], *a2 = acc[3 * kh + 2];
-#pragma omp simd
-          for (int64_t l = 0; l < NL; ++l) {
-            a0[l] += v0 * b0[l];
-            a1[l] += v1 * b0[l];
-            a2[l] += v2 * b0[l];
-            a0[l] += v1 * b1[l];
-            a1[l] += v2 * b1[l];
-            a2[l] += v3 * b1[l];
-          }
-        }
-      }
-      for (; d < end; ++d) {
-        const float* b0 = b + d * NL;
-        for (int64_t r = 0; r < 9; ++r) {
-          const float v = p[(r / 3) * W + r % 3 + d];
-#pragma omp simd
-          for (int64_t l = 0; l < NL; ++l) acc[r][l] += v * b0[l];
-        }
+// narrow_gemm for a k x k (k = 3 or 5), stride-1 layer, one input channel's k * k rows (kh, kw) a tile: row (kh, kw)
+// at depth d reads a[kh * W + kw + d], so row (kh, kw + 1) at depth d reads what row (kh, kw) reads at d + 1. Two
+// depths a step: k + 1 broadcasts a kernel row serve its 2k products (3x3: twelve loads of A for eighteen products,
+// where narrow_gemm loads eighteen; four depths a step measured no faster), and one pointer a kernel row addresses A
+// (gemm_tiled's nine or thirteen row pointers did not fit the general registers: GCC reloaded them from the stack every
+// depth). b: B's rows at d * NL; c: [C * k * k][NL], added to. Every element adds the same products in the same order
+// (depth by depth, from c's value): the same bits as narrow_gemm. LIP's 6 -> 6 logit convolution, weight gradient
+// alone: 0.86 -> 0.72 ms on Zen 4 (in-process A/B); the first layer of every LeNet (1 -> 6, 5x5) takes the 5x5 form.
+// G kernel rows a pass over the depths (all k with AVX-512's 32 registers; with AVX2's 16 the 5x5 layer's 25
+// accumulators do not fit, so two rows a pass): a row's accumulators stay in registers over the whole depth loop.
+template <int64_t KS, int64_t G>
+void window_pass(const float* p, int64_t W, Depth D, const float* b, float* cc) {
+#ifdef __AVX2__
+  __m256 acc[G * KS];  // one register each (constant indices after unrolling)
+#pragma GCC unroll 32
+  for (int64_t r = 0; r < G * KS; ++r) acc[r] = _mm256_loadu_ps(cc + r * NL);
+  for (int64_t sg = 0; sg < D.segs; ++sg) {
+    int64_t d = sg * D.stride;
+    const int64_t end = d + D.len;
+    for (; d + 1 < end; d += 2) {
+      const __m256 b0 = _mm256_loadu_ps(b + d * NL), b1 = _mm256_loadu_ps(b + (d + 1) * NL);
+#pragma GCC unroll 8
+      for (int64_t kh = 0; kh < G; ++kh) {
+        const float* q = p + kh * W + d;
+#pragma GCC unroll 8
+        for (int64_t kw = 0; kw < KS; ++kw) acc[kh * KS + kw] = _mm256_fmadd_ps(_mm256_set1_ps(q[kw]), b0, acc[kh * KS + kw]);
+#pragma GCC unroll 8
+        for (int64_t kw = 0; kw < KS; ++kw)
+          acc[kh * KS + kw] = _mm256_fmadd_ps(_mm256_set1_ps(q[kw + 1]), b1, acc[kh * KS + kw]);
       }
     }
-    for (int64_t r = 0; r < 9; ++r)
-      for (int64_t l = 0; l < NL; ++l) cc[r * NL + l] = acc[r][l];
+    for (; d < end; ++d) {
+      const __m256 b0 = _mm256_loadu_ps(b + d * NL);
+#pragma GCC unroll 32
+      for (int64_t r = 0; r < G * KS; ++r)
+        acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(p[(r / KS) * W + r % KS + d]), b0, acc[r]);
+    }
   }
+#pragma GCC unroll 32
+  for (int64_t r = 0; r < G * KS; ++r) _mm256_storeu_ps(cc + r * NL, acc[r]);
+#else
+  float acc[G * KS][NL];
+  for (int64_t r = 0; r < G * KS; ++r)
+    for (int64_t l = 0; l < NL; ++l) acc[r][l] = cc[r * NL + l];
+  for (int64_t sg = 0; sg < D.segs; ++sg)
+    for (int64_t d = sg * D.stride, end = d + D.len; d < end; ++d)
+      for (int64_t r = 0; r < G * KS; ++r) {
+        const float v = p[(r / KS) * W + r % KS + d];
+        for (int64_t l = 0; l < NL; ++l) acc[r][l] += v * b[d * NL + l];
+      }
+  for (int64_t r = 0; r < G * KS; ++r)
+    for (int64_t l = 0; l < NL; ++l) cc[r * NL + l] = acc[r][l];
+#endif
+}
+
+template <int64_t KS>
+void window_gemm(int64_t C, int64_t plane, int64_t W, Depth D, const float* a, const float* b, float* c) {
+#ifdef __AVX512F__
+  constexpr int64_t G = KS;
+#else
+  constexpr int64_t G = KS <= 3 ? KS : 2;
+#endif
+  for (int64_t ci = 0; ci < C; ++ci)
+    for (int64_t kh = 0; kh < KS; kh += G) {
+      const float* p = a + ci * plane + kh * W;
+      float* cc = c + (ci * KS + kh) * KS * NL;
+      if (KS - kh >= G) {
+        window_pass<KS, G>(p, W, D, b, cc);
+      } else {
+        window_pass<KS, (KS % G ? KS % G : G)>(p, W, D, b, cc);
+      }
+    }
+}
+
+// gt[(i * ld + j) * Ol + o] = go[(o * ho + i) * wo + j] for o < O (dout of one image, transposed onto the wide grid;
+// Ol a multiple of 8, lanes o >= O written as zeros). Eight channels by eight pixels a step through registers: the
+// scalar loop's stores, eight floats apart, and its reads, a plane apart, cost the first layer's backward ~20%.
+void transpose_dout(const float* __restrict go, int64_t O, int64_t ho, int64_t wo, int64_t ld, int64_t Ol,
+                    float* __restrict gt) {
+  int64_t j_vec = 0;
+#ifdef __AVX2__
+  j_vec = wo / 8 * 8;
+  for (int64_t o0 = 0; o0 < O; o0 += 8)
+    for (int64_t i = 0; i < ho; ++i)
+      for (int64_t j = 0; j < j_vec; j += 8) {
+        __m256 r[8];
+        for (int64_t t = 0; t < 8; ++t)
+          r[t] = o0 + t < O ? _mm256_loadu_ps(go + ((o0 + t) * ho + i) * wo + j) : _mm256_setzero_ps();
+        const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+        const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+        const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+        const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+        const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+        const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+        const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+        const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+        float* dst = gt + (i * ld + j) * Ol + o0;
+        _mm256_storeu_ps(dst + 0 * Ol, _mm256_permute2f128_ps(u0, u4, 0x20));
+        _mm256_storeu_ps(dst + 1 * Ol, _mm256_permute2f128_ps(u1, u5, 0x20));
+        _mm256_storeu_ps(dst + 2 * Ol, _mm256_permute2f128_ps(u2, u6, 0x20));
+        _mm256_storeu_ps(dst + 3 * Ol, _mm256_permute2f128_ps(u3, u7, 0x20));
+        _mm256_storeu_ps(dst + 4 * Ol, _mm256_permute2f128_ps(u0, u4, 0x31));
+        _mm256_storeu_ps(dst + 5 * Ol, _mm256_permute2f128_ps(u1, u5, 0x31));
+        _mm256_storeu_ps(dst + 6 * Ol, _mm256_permute2f128_ps(u2, u6, 0x31));
+        _mm256_storeu_ps(dst + 7 * Ol, _mm256_permute2f128_ps(u3, u7, 0x31));
+      }
+#endif
+  for (int64_t i = 0; i < ho; ++i)
+    for (int64_t j = j_vec; j < wo; ++j)
+      for (int64_t o = 0; o < O; ++o) gt[(i * ld + j) * Ol + o] = go[(o * ho + i) * wo + j];
 }
 
 // rows of the forward's tile for O output channels: RB, or 4 where that pads fewer rows (16 channels: 16, not 18)
@@ -344,13 +409,14 @@ void gemm_pixels(int64_t M, int64_t N, int64_t D, const float* a, const int64_t*
     }
 }
 
-// Where the forward runs pixel-major (gemm_pixels), in tiles of PRB pixels. With AVX-512: every layer whose output
-// channels fill whole vectors; a 16-pixel tile is sixteen accumulators where the channel-major 8 x 16 tile had eight
-// (LeNet's conv2 0.88 -> 0.50 ms on Zen 4; 12 to 16 rows measured alike, 20 and more spill). With AVX2: where the
-// channel-major tile would be the narrow one.
+// Where the forward runs pixel-major (gemm_pixels), in tiles of PRB pixels: with AVX2, where the channel-major tile
+// would be the narrow one. With AVX-512 never since the channel-major tile is 8 x 32 (gemm_packed): sixteen
+// accumulators, as the 16-pixel tile had, fewer loads a step, and the output's rows written without a transpose
+// (16-channel layers, forward + backward, 0.93-0.98x on Zen 5, in-process A/B). The 16-pixel tile had beaten the
+// 8 x 16 channel-major one (LeNet's conv2 0.88 -> 0.50 ms on Zen 4).
 #ifdef __AVX512F__
 constexpr int64_t PRB = 16;
-bool pixel_major(int64_t O) { return O % L == 0; }
+bool pixel_major(int64_t) { return false; }
 #else
 constexpr int64_t PRB = RB;
 bool pixel_major(int64_t O) { return forward_rows(O) == FRB && O % L == 0; }
@@ -442,20 +508,24 @@ struct Col2im {
   int64_t ld, blocks;                      // dcol's row stride (Q + 2M); blocks covering every channel's planes
   std::vector<int64_t> first, off;         // block b's rows: dcol + off[first[b]], ..., dcol + off[first[b + 1] - 1]
   Col2im() : ld(0), blocks(0) {}
-  Col2im(const Wide& w, int64_t c, int64_t k, int64_t K, int64_t Q) : ld(Q + 2 * M) {
-    const int64_t span = w.s * w.s * w.hph * w.wph, kk = k * k;  // one channel's planes; its rows of dcol
+  // The blocks a row reaches are a run (from its shift's block to its last column's): counted per block, then each
+  // block's rows listed in row order — work per entry. Testing every (block, nearby row) pair instead was a third of
+  // LeNet_nopool's conv backward's own time (its conv2: ~57k tests a call for ~4k entries).
+  Col2im(const Wide& w, int64_t c, int64_t K, int64_t Q) : ld(Q + 2 * M) {
+    const int64_t span = w.s * w.s * w.hph * w.wph;  // one channel's planes
     blocks = (c * span + B - 1) / B;
-    first.reserve(blocks + 1);
-    for (int64_t b = 0; b < blocks; ++b) {
-      first.push_back(static_cast<int64_t>(off.size()));
-      const int64_t p0 = b * B, ci = p0 / span;
-      // a channel's rows reach at most k - 1 positions into the next channel's planes, never further
-      for (int64_t r = std::max<int64_t>(0, (ci - 1) * kk); r < std::min(K, (ci + 2) * kk); ++r) {
-        const int64_t sh = w.shift[r];
-        if (sh < p0 + B && sh + w.q > p0) off.push_back(r * ld + M + p0 - sh);
-      }
-    }
-    first.push_back(static_cast<int64_t>(off.size()));
+    const auto reach = [&](int64_t r) {  // blocks [b0, b1) of row r: b * B < shift + q and b * B + B > shift
+      const int64_t sh = w.shift[r];
+      return std::pair<int64_t, int64_t>(sh / B, std::min(blocks, (sh + w.q + B - 1) / B));
+    };
+    first.assign(blocks + 1, 0);
+    for (int64_t r = 0; r < K; ++r)
+      for (auto [b, end] = reach(r); b < end; ++b) ++first[b + 1];
+    for (int64_t b = 0; b < blocks; ++b) first[b + 1] += first[b];
+    off.resize(first[blocks]);
+    std::vector<int64_t> next(first.begin(), first.end() - 1);
+    for (int64_t r = 0; r < K; ++r)
+      for (auto [b, end] = reach(r); b < end; ++b) off[next[b]++] = r * ld + M + b * B - w.shift[r];
   }
   // dcol: [rows][ld], row r's column q at r * ld + M + q, margins zero
   void run(const float* __restrict dcol, float* __restrict pad) const {
@@ -727,9 +797,9 @@ std::vector<paddle::Tensor> Conv2dBackward(const paddle::Tensor& x, const paddle
       }
     }
   } else {
-  const Col2im c2i = need_dx ? Col2im(wide, g.c, g.k, K, Q) : Col2im{};
+  const Col2im c2i = need_dx ? Col2im(wide, g.c, K, Q) : Col2im{};
   const Depth pixels(g.ho, g.wo, ld);  // the wide grid's real pixels: its extra columns are zeros of dout
-  const bool window3 = narrow && g.k == 3 && g.s == 1;  // window3_gemm: the same bits as narrow_gemm, faster
+  const bool window = narrow && (g.k == 3 || g.k == 5) && g.s == 1;  // window_gemm: narrow_gemm's bits, faster
 #pragma omp parallel num_threads(num_threads(threads))
   {
     std::vector<float> buf(wide.size, 0.f), gt(Q * Ol, 0.f);
@@ -741,9 +811,7 @@ std::vector<paddle::Tensor> Conv2dBackward(const paddle::Tensor& x, const paddle
       float* my_db = dbc.data() + chunk * g.o;
       for (int64_t n = chunk_begin(chunk, g.n); n < chunk_begin(chunk + 1, g.n); ++n) {
         const float* go = gp + n * g.o * P;
-        for (int64_t i = 0; i < g.ho; ++i)  // dout^T on the wide grid
-          for (int64_t j = 0; j < g.wo; ++j)
-            for (int64_t o = 0; o < g.o; ++o) gt[(i * ld + j) * Ol + o] = go[(o * g.ho + i) * g.wo + j];
+        transpose_dout(go, g.o, g.ho, g.wo, ld, Ol, gt.data());  // dout^T on the wide grid
         // db: each channel's sum runs in pixel order from 0 (serial, so bit-stable); gt's rows are the pixels'
         // channel vectors, so eight channels' chains are one vector add a pixel (lanes past O read gt's zeros)
         for (int64_t o0 = 0; o0 < g.o; o0 += 8) {
@@ -757,8 +825,9 @@ std::vector<paddle::Tensor> Conv2dBackward(const paddle::Tensor& x, const paddle
           for (int64_t o = 0; o < std::min<int64_t>(8, g.o - o0); ++o) my_db[o0 + o] += s[o];
         }
         wide.pad(xp + n * g.in_size(), g.c, g.h, g.w, buf.data());
-        if (window3) {
-          window3_gemm(g.c, wide.hph * wide.wph, wide.wph, pixels, buf.data(), gt.data(), my_dwt);
+        if (window) {
+          (g.k == 3 ? window_gemm<3> : window_gemm<5>)(g.c, wide.hph * wide.wph, wide.wph, pixels, buf.data(), gt.data(),
+                                                      my_dwt);
         } else if (narrow) {
           narrow_gemm(nr, Kp, Ol, pixels, buf.data(), wide.shift.data(), gt.data(), gtrow.data(), my_dwt, Ol);
         } else {
