@@ -271,53 +271,65 @@ void narrow_gemm(int64_t rows, int64_t M, int64_t N, Depth D, const float* a, co
 // alone: 0.86 -> 0.72 ms on Zen 4 (in-process A/B); the first layer of every LeNet (1 -> 6, 5x5) takes the 5x5 form.
 // G kernel rows a pass over the depths (all k with AVX-512's 32 registers; with AVX2's 16 the 5x5 layer's 25
 // accumulators do not fit, so two rows a pass): a row's accumulators stay in registers over the whole depth loop.
-template <int64_t KS, int64_t G>
-void window_pass(const float* p, int64_t W, Depth D, const float* b, float* cc) {
 #ifdef __AVX2__
-  __m256 acc[G * KS];  // one register each (constant indices after unrolling)
+// the vector types of window_pass: NL (= 8) lanes, and with AVX-512 L (= 16)
+struct Ymm {
+  using T = __m256;
+  static constexpr int64_t W = 8;
+  static T load(const float* p) { return _mm256_loadu_ps(p); }
+  static void store(float* p, T v) { _mm256_storeu_ps(p, v); }
+  static T fma(float a, T b, T c) { return _mm256_fmadd_ps(_mm256_set1_ps(a), b, c); }
+};
+#endif
+#ifdef __AVX512F__
+struct Zmm {
+  using T = __m512;
+  static constexpr int64_t W = 16;
+  static T load(const float* p) { return _mm512_loadu_ps(p); }
+  static void store(float* p, T v) { _mm512_storeu_ps(p, v); }
+  static T fma(float a, T b, T c) { return _mm512_fmadd_ps(_mm512_set1_ps(a), b, c); }
+};
+#endif
+
+// One pass over the depths for CH input channels (p, p + plane, ...) and G kernel rows of each, V::W columns: c's row
+// (ch, kh, kw) at cc + (ch * KS * KS + kh * KS + kw) * V::W, B's rows at b + d * V::W.
+template <class V, int64_t KS, int64_t CH, int64_t G>
+void window_pass(const float* p, int64_t plane, int64_t W, Depth D, const float* b, float* cc) {
+  constexpr int64_t R = CH * G * KS;
+  const auto at = [](int64_t r) { return (r / (G * KS) * KS * KS + r % (G * KS)) * V::W; };  // c's row of acc[r]
+  typename V::T acc[R];  // one register each (constant indices after unrolling)
 #pragma GCC unroll 32
-  for (int64_t r = 0; r < G * KS; ++r) acc[r] = _mm256_loadu_ps(cc + r * NL);
+  for (int64_t r = 0; r < R; ++r) acc[r] = V::load(cc + at(r));
   for (int64_t sg = 0; sg < D.segs; ++sg) {
     int64_t d = sg * D.stride;
     const int64_t end = d + D.len;
     for (; d + 1 < end; d += 2) {
-      const __m256 b0 = _mm256_loadu_ps(b + d * NL), b1 = _mm256_loadu_ps(b + (d + 1) * NL);
+      const typename V::T b0 = V::load(b + d * V::W), b1 = V::load(b + (d + 1) * V::W);
+#pragma GCC unroll 2
+      for (int64_t ch = 0; ch < CH; ++ch)
 #pragma GCC unroll 8
-      for (int64_t kh = 0; kh < G; ++kh) {
-        const float* q = p + kh * W + d;
+        for (int64_t kh = 0; kh < G; ++kh) {
+          const float* q = p + ch * plane + kh * W + d;
+          typename V::T* a = acc + (ch * G + kh) * KS;
 #pragma GCC unroll 8
-        for (int64_t kw = 0; kw < KS; ++kw) acc[kh * KS + kw] = _mm256_fmadd_ps(_mm256_set1_ps(q[kw]), b0, acc[kh * KS + kw]);
+          for (int64_t kw = 0; kw < KS; ++kw) a[kw] = V::fma(q[kw], b0, a[kw]);
 #pragma GCC unroll 8
-        for (int64_t kw = 0; kw < KS; ++kw)
-          acc[kh * KS + kw] = _mm256_fmadd_ps(_mm256_set1_ps(q[kw + 1]), b1, acc[kh * KS + kw]);
-      }
+          for (int64_t kw = 0; kw < KS; ++kw) a[kw] = V::fma(q[kw + 1], b1, a[kw]);
+        }
     }
     for (; d < end; ++d) {
-      const __m256 b0 = _mm256_loadu_ps(b + d * NL);
-#pragma GCC unroll 32
-      for (int64_t r = 0; r < G * KS; ++r)
-        acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(p[(r / KS) * W + r % KS + d]), b0, acc[r]);
+      const typename V::T b0 = V::load(b + d * V::W);
+#pragma GCC unroll 64
+      for (int64_t r = 0; r < R; ++r) acc[r] = V::fma(p[r / (G * KS) * plane + (r / KS % G) * W + r % KS + d], b0, acc[r]);
     }
   }
 #pragma GCC unroll 32
-  for (int64_t r = 0; r < G * KS; ++r) _mm256_storeu_ps(cc + r * NL, acc[r]);
-#else
-  float acc[G * KS][NL];
-  for (int64_t r = 0; r < G * KS; ++r)
-    for (int64_t l = 0; l < NL; ++l) acc[r][l] = cc[r * NL + l];
-  for (int64_t sg = 0; sg < D.segs; ++sg)
-    for (int64_t d = sg * D.stride, end = d + D.len; d < end; ++d)
-      for (int64_t r = 0; r < G * KS; ++r) {
-        const float v = p[(r / KS) * W + r % KS + d];
-        for (int64_t l = 0; l < NL; ++l) acc[r][l] += v * b[d * NL + l];
-      }
-  for (int64_t r = 0; r < G * KS; ++r)
-    for (int64_t l = 0; l < NL; ++l) cc[r * NL + l] = acc[r][l];
-#endif
+  for (int64_t r = 0; r < R; ++r) V::store(cc + at(r), acc[r]);
 }
 
 template <int64_t KS>
 void window_gemm(int64_t C, int64_t plane, int64_t W, Depth D, const float* a, const float* b, float* c) {
+#ifdef __AVX2__
 #ifdef __AVX512F__
   constexpr int64_t G = KS;
 #else
@@ -328,11 +340,20 @@ void window_gemm(int64_t C, int64_t plane, int64_t W, Depth D, const float* a, c
       const float* p = a + ci * plane + kh * W;
       float* cc = c + (ci * KS + kh) * KS * NL;
       if (KS - kh >= G) {
-        window_pass<KS, G>(p, W, D, b, cc);
+        window_pass<Ymm, KS, 1, G>(p, plane, W, D, b, cc);
       } else {
-        window_pass<KS, (KS % G ? KS % G : G)>(p, W, D, b, cc);
+        window_pass<Ymm, KS, 1, (KS % G ? KS % G : G)>(p, plane, W, D, b, cc);
       }
     }
+#else
+  for (int64_t ci = 0; ci < C; ++ci)
+    for (int64_t sg = 0; sg < D.segs; ++sg)
+      for (int64_t d = sg * D.stride, end = d + D.len; d < end; ++d)
+        for (int64_t r = 0; r < KS * KS; ++r) {
+          const float v = a[ci * plane + (r / KS) * W + r % KS + d];
+          for (int64_t l = 0; l < NL; ++l) c[(ci * KS * KS + r) * NL + l] += v * b[d * NL + l];
+        }
+#endif
 }
 
 #ifdef __AVX512F__
@@ -341,46 +362,10 @@ void window_gemm(int64_t C, int64_t plane, int64_t W, Depth D, const float* a, c
 // pointers. LeNet_nopool's conv3, forward + backward: 0.93x on Zen 5 (in-process A/B); 5x5 layers (25 accumulators,
 // one channel a pass) measured no faster, so they keep weight_gemm. The same products in the same order from c's
 // value: the same bits.
-template <int64_t KS, int64_t CH>
-void window16_pass(const float* p, int64_t plane, int64_t W, Depth D, const float* b, float* cc) {
-  constexpr int64_t R = CH * KS * KS;
-  __m512 acc[R];
-#pragma GCC unroll 32
-  for (int64_t r = 0; r < R; ++r) acc[r] = _mm512_loadu_ps(cc + r * L);
-  for (int64_t sg = 0; sg < D.segs; ++sg) {
-    int64_t d = sg * D.stride;
-    const int64_t end = d + D.len;
-    for (; d + 1 < end; d += 2) {
-      const __m512 b0 = _mm512_loadu_ps(b + d * L), b1 = _mm512_loadu_ps(b + (d + 1) * L);
-#pragma GCC unroll 2
-      for (int64_t ch = 0; ch < CH; ++ch)
-#pragma GCC unroll 8
-        for (int64_t kh = 0; kh < KS; ++kh) {
-          const float* q = p + ch * plane + kh * W + d;
-          __m512* a = acc + (ch * KS + kh) * KS;
-#pragma GCC unroll 8
-          for (int64_t kw = 0; kw < KS; ++kw) a[kw] = _mm512_fmadd_ps(_mm512_set1_ps(q[kw]), b0, a[kw]);
-#pragma GCC unroll 8
-          for (int64_t kw = 0; kw < KS; ++kw) a[kw] = _mm512_fmadd_ps(_mm512_set1_ps(q[kw + 1]), b1, a[kw]);
-        }
-    }
-    for (; d < end; ++d) {
-      const __m512 b0 = _mm512_loadu_ps(b + d * L);
-#pragma GCC unroll 64
-      for (int64_t r = 0; r < R; ++r)
-        acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(p[r / (KS * KS) * plane + (r / KS % KS) * W + r % KS + d]), b0, acc[r]);
-    }
-  }
-#pragma GCC unroll 32
-  for (int64_t r = 0; r < R; ++r) _mm512_storeu_ps(cc + r * L, acc[r]);
-}
-
-template <int64_t KS>
 void window16_gemm(int64_t C, int64_t plane, int64_t W, Depth D, const float* a, const float* b, float* c) {
-  constexpr int64_t CH = KS == 3 ? 2 : 1;
   int64_t ci = 0;
-  for (; ci + CH <= C; ci += CH) window16_pass<KS, CH>(a + ci * plane, plane, W, D, b, c + ci * KS * KS * L);
-  for (; ci < C; ++ci) window16_pass<KS, 1>(a + ci * plane, plane, W, D, b, c + ci * KS * KS * L);
+  for (; ci + 2 <= C; ci += 2) window_pass<Zmm, 3, 2, 3>(a + ci * plane, plane, W, D, b, c + ci * 9 * L);
+  for (; ci < C; ++ci) window_pass<Zmm, 3, 1, 3>(a + ci * plane, plane, W, D, b, c + ci * 9 * L);
 }
 #endif
 
@@ -888,7 +873,7 @@ std::vector<paddle::Tensor> Conv2dBackward(const paddle::Tensor& x, const paddle
           narrow_gemm(nr, Kp, Ol, pixels, buf.data(), wide.shift.data(), gt.data(), gtrow.data(), my_dwt, Ol);
 #ifdef __AVX512F__
         } else if (window16) {
-          window16_gemm<3>(g.c, wide.hph * wide.wph, wide.wph, pixels, buf.data(), gt.data(), my_dwt);
+          window16_gemm(g.c, wide.hph * wide.wph, wide.wph, pixels, buf.data(), gt.data(), my_dwt);
 #endif
         } else {
           weight_gemm(Kp, Ol, pixels, buf.data(), wide.shift.data(), gt.data(), gtrow.data(), my_dwt, Ol);
