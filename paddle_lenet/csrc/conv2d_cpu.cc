@@ -357,15 +357,24 @@ void window_gemm(int64_t C, int64_t plane, int64_t W, Depth D, const float* a, c
 }
 
 #ifdef __AVX512F__
-// window_gemm for 3x3 layers with 9-16 output channels (one 512-bit vector of columns, B's rows at d * L), two input
-// channels a pass (18 accumulators): weight_gemm's 8 x 16 tile held eight and addressed its rows through eight
-// pointers. LeNet_nopool's conv3, forward + backward: 0.93x on Zen 5 (in-process A/B); 5x5 layers (25 accumulators,
-// one channel a pass) measured no faster, so they keep weight_gemm. The same products in the same order from c's
-// value: the same bits.
+// window_gemm for 3x3 and 5x5 layers with 9-16 output channels (one 512-bit vector of columns, B's rows at d * L):
+// weight_gemm's 8 x 16 tile held eight accumulators and addressed its rows through eight pointers. 3x3: two input
+// channels a pass (18 accumulators); 5x5: one channel's kernel rows in a pass of three and one of two (15 and 10;
+// all 25 in one pass measured no faster than weight_gemm, 4 + 1 no faster than 3 + 2). Forward + backward on Zen 5
+// (in-process A/B): LeNet_nopool's conv3 0.93x, LeNet's conv2 0.89x, LeNet_BN's conv2 0.90x. The same products in
+// the same order from c's value: the same bits.
+template <int64_t KS>
 void window16_gemm(int64_t C, int64_t plane, int64_t W, Depth D, const float* a, const float* b, float* c) {
   int64_t ci = 0;
-  for (; ci + 2 <= C; ci += 2) window_pass<Zmm, 3, 2, 3>(a + ci * plane, plane, W, D, b, c + ci * 9 * L);
-  for (; ci < C; ++ci) window_pass<Zmm, 3, 1, 3>(a + ci * plane, plane, W, D, b, c + ci * 9 * L);
+  if constexpr (KS == 3) {
+    for (; ci + 2 <= C; ci += 2) window_pass<Zmm, 3, 2, 3>(a + ci * plane, plane, W, D, b, c + ci * 9 * L);
+    for (; ci < C; ++ci) window_pass<Zmm, 3, 1, 3>(a + ci * plane, plane, W, D, b, c + ci * 9 * L);
+  } else {
+    for (; ci < C; ++ci) {
+      window_pass<Zmm, 5, 1, 3>(a + ci * plane, plane, W, D, b, c + ci * 25 * L);
+      window_pass<Zmm, 5, 1, 2>(a + ci * plane + 3 * W, plane, W, D, b, c + (ci * 25 + 15) * L);
+    }
+  }
 }
 #endif
 
@@ -840,7 +849,7 @@ std::vector<paddle::Tensor> Conv2dBackward(const paddle::Tensor& x, const paddle
   const Col2im c2i = need_dx ? Col2im(wide, g.c, K, Q) : Col2im{};
   const Depth pixels(g.ho, g.wo, ld);  // the wide grid's real pixels: its extra columns are zeros of dout
   const bool window = narrow && (g.k == 3 || g.k == 5) && g.s == 1;  // window_gemm: narrow_gemm's bits, faster
-  const bool window16 = !narrow && Ol == L && g.k == 3 && g.s == 1;  // window16_gemm: weight_gemm's bits
+  const bool window16 = !narrow && Ol == L && (g.k == 3 || g.k == 5) && g.s == 1;  // weight_gemm's bits
 #pragma omp parallel num_threads(num_threads(threads))
   {
     std::vector<float> buf(wide.size, 0.f), gt(Q * Ol, 0.f);
@@ -873,7 +882,8 @@ std::vector<paddle::Tensor> Conv2dBackward(const paddle::Tensor& x, const paddle
           narrow_gemm(nr, Kp, Ol, pixels, buf.data(), wide.shift.data(), gt.data(), gtrow.data(), my_dwt, Ol);
 #ifdef __AVX512F__
         } else if (window16) {
-          window16_gemm(g.c, wide.hph * wide.wph, wide.wph, pixels, buf.data(), gt.data(), my_dwt);
+          (g.k == 3 ? window16_gemm<3> : window16_gemm<5>)(g.c, wide.hph * wide.wph, wide.wph, pixels, buf.data(),
+                                                          gt.data(), my_dwt);
 #endif
         } else {
           weight_gemm(Kp, Ol, pixels, buf.data(), wide.shift.data(), gt.data(), gtrow.data(), my_dwt, Ol);
