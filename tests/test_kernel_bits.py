@@ -32,6 +32,7 @@ CONVS = [
     ("s2_k4_p1", 4, 7, 4, 2, 1, 15, 16), ("s3_k5_p2", 2, 3, 5, 3, 2, 17, 19), ("c3_k5", 16, 120, 5, 1, 0, 5, 5),
     ("k3_2x2_out", 4, 9, 3, 1, 0, 4, 4), ("s2_k3_p1_2x2_out", 3, 20, 3, 2, 1, 3, 3), ("k5_1x1_out_o6", 6, 6, 5, 1, 0, 5, 5),
     ("k5_3x3_out", 16, 120, 5, 1, 0, 7, 7), ("k3_p1_5x5_out_o120", 16, 120, 3, 1, 1, 5, 5),
+    ("s2_k5_p2_o6", 1, 6, 5, 2, 2, 28, 28),
 ]
 BATCH = 37  # odd, and more than one image per gradient chunk: images are grouped in some kernels
 

@@ -41,12 +41,12 @@ def _grads(conv: nn.Conv2D, x: paddle.Tensor, fn, seed: int = 1) -> list[np.ndar
 # (batch, in channels, size, out channels, kernel, stride, padding): every conv of LeNet and
 # LeNet_nopool, batches smaller than and not divisible by the 8 reduction chunks, wide outputs, stride-2 layers
 # on rows wider than 32 (odd and even), a 3x3 layer of 9-16 outputs over an odd number of input channels (the window
-# weight gradient's one-channel pass)
+# weight gradient's one-channel pass), LeNet_BN_strided's first layer (the phased window GEMM)
 @pytest.mark.parametrize("n,c,h,o,k,s,p", [(64, 1, 28, 6, 5, 1, 2), (64, 6, 14, 16, 5, 1, 0), (5, 6, 28, 16, 5, 2, 0),
                                            (13, 16, 12, 16, 3, 1, 1), (3, 16, 12, 16, 3, 2, 0),
                                            (2, 3, 32, 20, 3, 1, 1), (9, 2, 9, 7, 3, 2, 1),
                                            (2, 3, 37, 4, 3, 2, 1), (2, 2, 34, 3, 5, 2, 2),
-                                           (3, 3, 12, 10, 3, 1, 1)])
+                                           (3, 3, 12, 10, 3, 1, 1), (5, 1, 28, 6, 5, 2, 2)])
 def test_conv2d_matches_paddle(n: int, c: int, h: int, o: int, k: int, s: int, p: int) -> None:
     paddle.seed(n + c + h)
     conv = nn.Conv2D(c, o, k, stride=s, padding=p)

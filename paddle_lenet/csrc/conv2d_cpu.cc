@@ -293,10 +293,12 @@ struct Zmm {
 
 // One pass over the depths for CH input channels (p, p + plane, ...) and G kernel rows of each, V::W columns: c's row
 // (ch, kh, kw) at cc + (ch * KS * KS + kh * KS + kw) * V::W, B's rows at b + d * V::W.
+// (Strided layers: c's row of (ch, kh, kw) at cch * ch + cu * kh + ct * kw, window_phased.)
 template <class V, int64_t KS, int64_t CH, int64_t G>
-void window_pass(const float* p, int64_t plane, int64_t W, Depth D, const float* b, float* cc) {
+void window_pass(const float* p, int64_t plane, int64_t W, Depth D, const float* b, float* cc, int64_t cch = KS * KS,
+                 int64_t cu = KS, int64_t ct = 1) {
   constexpr int64_t R = CH * G * KS;
-  const auto at = [](int64_t r) { return (r / (G * KS) * KS * KS + r % (G * KS)) * V::W; };  // c's row of acc[r]
+  const auto at = [&](int64_t r) { return (r / (G * KS) * cch + r / KS % G * cu + r % KS * ct) * V::W; };  // acc[r]'s
   typename V::T acc[R];  // one register each (constant indices after unrolling)
 #pragma GCC unroll 32
   for (int64_t r = 0; r < R; ++r) acc[r] = V::load(cc + at(r));
@@ -355,6 +357,32 @@ void window_gemm(int64_t C, int64_t plane, int64_t W, Depth D, const float* a, c
         }
 #endif
 }
+
+#ifdef __AVX2__
+// window_gemm for stride-s layers (k <= 3s) on the wide grid's phase planes: the rows (kh, kw) of one phase
+// (kh % s, kw % s) read one plane, row (kh + s, kw) one plane row below row (kh, kw) and row (kh, kw + s) one float
+// right of it — the window form again, up to 3 x 3 rows a pass, for layers of <= 8 outputs (c: [K][NL]): narrow_gemm's
+// 13-16 row pointers spill. LeNet_BN_strided's conv1 (1 -> 6, 5x5 /2) forward + backward 0.94x on Zen 5 (in-process
+// A/B); taken for 5x5 stride-2 layers only: with smaller windows the passes hold too few accumulators (a 3 -> 5, 3x3 /2
+// layer: 1.04x), and for 9-16 outputs (Zmm, against weight_gemm's 8 x 16 tile) too (LeNet_nopool's conv4 1.07x, conv2
+// 1.00x). The same products in the same order from c's value: narrow_gemm's bits.
+template <class V>
+void window_phased(int64_t C, int64_t k, int64_t s, int64_t plane, int64_t W, Depth D, const float* a, const float* b,
+                   float* c) {
+  using Pass = void (*)(const float*, int64_t, int64_t, Depth, const float*, float*, int64_t, int64_t, int64_t);
+  static constexpr Pass pass[3][3] = {  // [columns a row - 1][rows - 1]
+      {window_pass<V, 1, 1, 1>, window_pass<V, 1, 1, 2>, window_pass<V, 1, 1, 3>},
+      {window_pass<V, 2, 1, 1>, window_pass<V, 2, 1, 2>, window_pass<V, 2, 1, 3>},
+      {window_pass<V, 3, 1, 1>, window_pass<V, 3, 1, 2>, window_pass<V, 3, 1, 3>}};
+  for (int64_t ci = 0; ci < C; ++ci)
+    for (int64_t ph = 0; ph < std::min(s, k); ++ph)
+      for (int64_t pw = 0; pw < std::min(s, k); ++pw) {
+        const int64_t rows = (k - ph + s - 1) / s, cols = (k - pw + s - 1) / s;
+        pass[cols - 1][rows - 1](a + ((ci * s + ph) * s + pw) * plane, 0, W, D, b, c + (ci * k * k + ph * k + pw) * V::W,
+                                 0, s * k, s);
+      }
+}
+#endif
 
 #ifdef __AVX512F__
 // window_gemm for 3x3 and 5x5 layers with 9-16 output channels (one 512-bit vector of columns, B's rows at d * L):
@@ -850,6 +878,7 @@ std::vector<paddle::Tensor> Conv2dBackward(const paddle::Tensor& x, const paddle
   const Depth pixels(g.ho, g.wo, ld);  // the wide grid's real pixels: its extra columns are zeros of dout
   const bool window = narrow && (g.k == 3 || g.k == 5) && g.s == 1;  // window_gemm: narrow_gemm's bits, faster
   const bool window16 = !narrow && Ol == L && (g.k == 3 || g.k == 5) && g.s == 1;  // weight_gemm's bits
+  const bool phased = narrow && g.s == 2 && g.k == 5;  // window_phased: narrow_gemm's bits
 #pragma omp parallel num_threads(num_threads(threads))
   {
     std::vector<float> buf(wide.size, 0.f), gt(Q * Ol, 0.f);
@@ -878,6 +907,10 @@ std::vector<paddle::Tensor> Conv2dBackward(const paddle::Tensor& x, const paddle
         if (window) {
           (g.k == 3 ? window_gemm<3> : window_gemm<5>)(g.c, wide.hph * wide.wph, wide.wph, pixels, buf.data(), gt.data(),
                                                       my_dwt);
+#ifdef __AVX2__
+        } else if (phased) {
+          window_phased<Ymm>(g.c, g.k, g.s, wide.hph * wide.wph, wide.wph, pixels, buf.data(), gt.data(), my_dwt);
+#endif
         } else if (narrow) {
           narrow_gemm(nr, Kp, Ol, pixels, buf.data(), wide.shift.data(), gt.data(), gtrow.data(), my_dwt, Ol);
 #ifdef __AVX512F__
