@@ -1,5 +1,6 @@
 """Numbers that must be right: FLOPs against an independent analytic count on every model and every path,
-lp pooling at every p, permutation tests of any size, MDE and TOST against statsmodels."""
+lp pooling at every p, the training metrics against hapi's, permutation tests of any size, MDE and TOST against
+statsmodels."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import paddle.nn.functional as F
 import pytest
 
 from paddle_lenet.config import POOLS, load_config
-from paddle_lenet.engine import Experiment
+from paddle_lenet.engine import Accuracy, Experiment, MeanLoss, topk_correct
 from paddle_lenet.models import get_entry, list_models
 from paddle_lenet.models.pooling import LpPool
 from paddle_lenet.stats import mde, permutation, tost
@@ -158,6 +159,65 @@ def test_lp_no_floor_and_finite_gradients_at_zero_windows() -> None:
         y.sum().backward()
         g = t.grad.numpy()
         assert np.isfinite(g).all() and (g[0, 0, 2:, 2:] == 0).all()
+
+
+# --------------------------------------------------------------------------- training metrics
+def _logits(rng: np.random.Generator, kind: str, n: int, c: int) -> np.ndarray:
+    if kind == "normal":
+        return rng.standard_normal((n, c)).astype("float32")
+    if kind == "ties":  # few distinct values: the label's logit shared by other classes in most rows
+        return rng.integers(-2, 3, (n, c)).astype("float32")
+    if kind == "nan":
+        x = rng.standard_normal((n, c)).astype("float32")
+        x[rng.random((n, c)) < 0.1] = np.nan
+        return x
+    return rng.choice(np.array([0.0, -0.0, np.inf, -np.inf, 1.0, 3e38], "float32"), (n, c))  # signed zeros, ±inf
+
+
+@pytest.mark.parametrize("kind", ["normal", "ties", "nan", "special"])
+def test_accuracy_equals_hapis_on_any_logits(kind: str) -> None:
+    """Our Accuracy ranks in numpy; hapi's sorts with Paddle. Fed the same batches through hapi's protocol (compute,
+    then update with numpy arrays), every batch's value and the running mean must be the same numbers."""
+    rng = np.random.default_rng(len(kind))
+    for topk in [(1,), (1, 2), (3, 1, 5), (12,)]:
+        ours, ref = Accuracy(topk=topk), paddle.metric.Accuracy(topk=topk)
+        for _ in range(12):
+            n, c = int(rng.integers(1, 70)), int(rng.choice([2, 10, 11, 20]))
+            pred, label = paddle.to_tensor(_logits(rng, kind, n, c)), paddle.to_tensor(rng.integers(0, c, (n, 1)))
+            got = ours.update(*[t.numpy() for t in ours.compute(pred, label)])
+            want = ref.update(ref.compute(pred, label).numpy())
+            assert got == want and ours.last == (want if isinstance(want, list) else [want])
+        assert ours.accumulate() == ref.accumulate() and ours.total == ref.total and ours.count == ref.count
+
+
+def test_accuracy_ranks_in_numpy_and_defers_ties_to_paddles_sort() -> None:
+    rng = np.random.default_rng(1)
+    pred, label = rng.standard_normal((64, 10)).astype("float32"), rng.integers(0, 10, (64, 1))
+    correct = topk_correct(pred, label, 2)
+    order = np.argsort(-pred, axis=1)[:, :2]
+    assert correct is not None and (correct == (order == label)).all()  # the numpy path is taken on real logits
+    tied = pred.copy()
+    tied[0, (label[0, 0] + 1) % 10] = tied[0, label[0, 0]]  # one other class equal to the label's logit
+    assert topk_correct(tied, label, 2) is None
+    nan = pred.copy()
+    nan[5, 3] = np.nan
+    assert topk_correct(nan, label, 2) is None
+    assert topk_correct(pred, label + 10, 2) is None and topk_correct(pred, label - 10, 1) is None
+
+
+def test_mean_loss_counts_evaluation_batches_only() -> None:
+    net = paddle.nn.Linear(3, 4)
+    m = MeanLoss(net)
+    rng = np.random.default_rng(2)
+    pred, label = rng.standard_normal((8, 4)).astype("float32") * 5, rng.integers(0, 4, (8, 1))
+    net.train()
+    assert math.isnan(m.update(pred, label)) and m.count == 0  # nothing reads a training pass's value
+    net.eval()
+    z = pred.astype("float64")
+    want = np.log(np.exp(z).sum(1)) - z[np.arange(8), label[:, 0]]
+    assert m.update(pred, label) == pytest.approx(want.mean(), rel=1e-12) and m.count == 8
+    assert m.accumulate() == pytest.approx(want.mean(), rel=1e-12)
+    assert MeanLoss().update(pred, label) == pytest.approx(want.mean(), rel=1e-12)  # no net: every batch counts
 
 
 # --------------------------------------------------------------------------- statistics
