@@ -17,7 +17,7 @@ import paddle.nn.functional as F
 import pytest
 
 from paddle_lenet.config import POOLS, load_config
-from paddle_lenet.engine import Accuracy, Experiment, MeanLoss, topk_correct
+from paddle_lenet.engine import Accuracy, CrossEntropyLoss, Experiment, MeanLoss, topk_correct
 from paddle_lenet.models import get_entry, list_models
 from paddle_lenet.models.pooling import LpPool
 from paddle_lenet.stats import mde, permutation, tost
@@ -203,6 +203,22 @@ def test_accuracy_ranks_in_numpy_and_defers_ties_to_paddles_sort() -> None:
     nan[5, 3] = np.nan
     assert topk_correct(nan, label, 2) is None
     assert topk_correct(pred, label + 10, 2) is None and topk_correct(pred, label - 10, 1) is None
+
+
+@pytest.mark.parametrize("n", [1, 64, 37])
+def test_training_loss_is_paddles_cross_entropy_bit_for_bit(n: int) -> None:
+    rng = np.random.default_rng(n)
+    x = rng.standard_normal((n, 10)).astype("float32") * 4
+    label = rng.integers(0, 10, (n, 1))
+    results = []
+    for loss_fn in (CrossEntropyLoss(), paddle.nn.CrossEntropyLoss()):
+        xt = paddle.to_tensor(x, stop_gradient=False)
+        loss = loss_fn(xt, paddle.to_tensor(label))
+        loss.backward()
+        results.append((loss.shape, loss.numpy().tobytes(), xt.grad.numpy().tobytes()))
+    assert results[0] == results[1]
+    flat = paddle.to_tensor(label[:, 0])  # 1-D labels: Paddle's own path, the same value
+    assert CrossEntropyLoss()(paddle.to_tensor(x), flat).item() == paddle.nn.CrossEntropyLoss()(paddle.to_tensor(x), flat).item()
 
 
 def test_mean_loss_counts_evaluation_batches_only() -> None:
