@@ -423,7 +423,7 @@ def dpp_pool(x: paddle.Tensor, lam: paddle.Tensor, alpha: paddle.Tensor, k: int)
 def lp_pool(x: paddle.Tensor, p: float, k: int) -> paddle.Tensor:
     """``LpPool``'s (Σ|x|^p)^(1/p) over k×k windows in one pass per window (forward and backward). Call only where
     :func:`window_kernels` is not None."""
-    return window_kernels(x, k).lenet_lp_pool(x, float(p), k, _threads)
+    return window_kernels(x, k).lenet_lp_pool(x, float(p), k, not x.stop_gradient, _threads)[0]
 
 
 def rand(shape: list[int], like: paddle.Tensor) -> paddle.Tensor:

@@ -1994,7 +1994,7 @@ namespace {
 
 constexpr float LP_TINY = 1e-30f;
 
-inline float lp_window(const float* x, int64_t K, float p, float* t, float* r, float* s_out) {
+inline float lp_window(const float* x, int64_t K, float p, float* t, float* r, float* s_out, float* root) {
   float m = 0.f;
   for (int64_t e = 0; e < K; ++e) m = std::max(m, std::fabs(x[e]));
   const float safe = m > 0.f ? m : 1.f;
@@ -2004,51 +2004,62 @@ inline float lp_window(const float* x, int64_t K, float p, float* t, float* r, f
     s += t[e] = fexp(p * flog(r[e]));
   }
   *s_out = s;
-  return m > 0.f ? m * fexp(flog(s) / p) : 0.f;
+  *root = fexp(flog(s) / p);
+  return m > 0.f ? m * *root : 0.f;
 }
 
 inline float sign(float v) { return static_cast<float>(v > 0.f) - static_cast<float>(v < 0.f); }
 
-// lp_window for 2x2 windows, written out so that the loop over windows vectorises
-void lp2_forward(const float* __restrict X, int64_t n, float p, float* __restrict out) {
+// The forward pass keeps what its transcendentals gave (r_e^p per pixel, each window's s and s^(1/p)) for the
+// backward pass, which then only divides and multiplies: it had recomputed all ten exp/log of a window (0.8 of
+// LeNet pool=lp's 1.9 ms a step in Lp kernels on Zen 5). The same floats, so the same gradient bits.
+// lp_window for 2x2 windows, written out so that the loop over windows vectorises; T: the windows' r_e^p in X's
+// layout, S, R: s and s^(1/p) per window (KEEP false: inference, nothing kept)
+template <bool KEEP>  // two loops: a store under a runtime test inside one stopped it vectorising (4.8x slower)
+void lp2_forward(const float* __restrict X, int64_t n, float p, float* __restrict out, float* __restrict T,
+                 float* __restrict S, float* __restrict R) {
+#pragma GCC ivdep
   for (int64_t t = 0; t < n; ++t) {
     const float a0 = std::fabs(X[t]), a1 = std::fabs(X[n + t]), a2 = std::fabs(X[2 * n + t]), a3 = std::fabs(X[3 * n + t]);
     const float m = std::max(std::max(std::max(0.f, a0), a1), std::max(a2, a3));
     const float safe = m > 0.f ? m : 1.f;
-    const float s = fexp(p * flog(std::max(a0 / safe, LP_TINY))) + fexp(p * flog(std::max(a1 / safe, LP_TINY))) +
-                    fexp(p * flog(std::max(a2 / safe, LP_TINY))) + fexp(p * flog(std::max(a3 / safe, LP_TINY)));
-    out[t] = m > 0.f ? m * fexp(flog(s) / p) : 0.f;
+    const float t0 = fexp(p * flog(std::max(a0 / safe, LP_TINY))), t1 = fexp(p * flog(std::max(a1 / safe, LP_TINY)));
+    const float t2 = fexp(p * flog(std::max(a2 / safe, LP_TINY))), t3 = fexp(p * flog(std::max(a3 / safe, LP_TINY)));
+    const float s = t0 + t1 + t2 + t3, root = fexp(flog(s) / p);
+    out[t] = m > 0.f ? m * root : 0.f;
+    if (KEEP) T[t] = t0, T[n + t] = t1, T[2 * n + t] = t2, T[3 * n + t] = t3, S[t] = s, R[t] = root;
   }
 }
 
-void lp2_backward(const float* __restrict X, const float* __restrict g, int64_t n, float p, float* __restrict DX) {
+void lp2_backward(const float* __restrict X, const float* __restrict T, const float* __restrict S,
+                  const float* __restrict R, const float* __restrict g, int64_t n, float* __restrict DX) {
+#pragma GCC ivdep  // inlined, the restricts are lost: GCC would need more than its 10 run-time alias checks
   for (int64_t t = 0; t < n; ++t) {
-    float x[4], r[4], tt[4];
-#pragma GCC unroll 4
-    for (int e = 0; e < 4; ++e) x[e] = X[e * n + t];
-    const float m = std::max(std::max(std::max(0.f, std::fabs(x[0])), std::fabs(x[1])),
-                             std::max(std::fabs(x[2]), std::fabs(x[3])));
+    const float x0 = X[t], x1 = X[n + t], x2 = X[2 * n + t], x3 = X[3 * n + t];
+    const float m = std::max(std::max(std::max(0.f, std::fabs(x0)), std::fabs(x1)), std::max(std::fabs(x2), std::fabs(x3)));
     const float safe = m > 0.f ? m : 1.f;
-    float s = 0.f;
-#pragma GCC unroll 4
-    for (int e = 0; e < 4; ++e) {
-      r[e] = std::max(std::fabs(x[e]) / safe, LP_TINY);
-      s += tt[e] = fexp(p * flog(r[e]));
-    }
-    const float c = m > 0.f ? g[t] * fexp(flog(s) / p) / s : 0.f;  // g s^(1/p) / s
-#pragma GCC unroll 4
-    for (int e = 0; e < 4; ++e) DX[e * n + t] = r[e] > LP_TINY ? c * tt[e] / r[e] * sign(x[e]) : 0.f;
+    const float gs = g[t] * R[t] / S[t];  // g s^(1/p) / s; loaded unconditionally, or the loop does not vectorise
+    const float c = m > 0.f ? gs : 0.f;
+    const auto d = [&](float x, float te) {
+      const float r = std::max(std::fabs(x) / safe, LP_TINY);
+      return r > LP_TINY ? c * te / r * sign(x) : 0.f;
+    };
+    DX[t] = d(x0, T[t]), DX[n + t] = d(x1, T[n + t]), DX[2 * n + t] = d(x2, T[2 * n + t]), DX[3 * n + t] = d(x3, T[3 * n + t]);
   }
 }
 
 }  // namespace
 
-std::vector<paddle::Tensor> LpForward(const paddle::Tensor& x, float p, int k, int threads) {
+// keep: the input needs a gradient (the outputs past Out are the backward pass's; 1-element placeholders without)
+std::vector<paddle::Tensor> LpForward(const paddle::Tensor& x, float p, int k, bool keep, int threads) {
   const Tile g = tile(x.shape(), k);
+  const int64_t K = g.k * g.k, win = g.ho * g.wo;
   auto out = paddle::empty({g.n, g.c, g.ho, g.wo}, paddle::DataType::FLOAT32, x.place());
+  auto pw = paddle::empty({keep ? g.n : 1, keep ? g.c : 1, keep ? K * win : 1}, paddle::DataType::FLOAT32, x.place());
+  auto sum = paddle::empty(keep ? out.shape() : std::vector<int64_t>{1}, paddle::DataType::FLOAT32, x.place());
+  auto root = paddle::empty(keep ? out.shape() : std::vector<int64_t>{1}, paddle::DataType::FLOAT32, x.place());
   const float* xp = x.data<float>();
-  float* op = out.data<float>();
-  const int64_t K = g.k * g.k;
+  float *op = out.data<float>(), *tp = pw.data<float>(), *sp = sum.data<float>(), *rp = root.data<float>();
 #pragma omp parallel for num_threads(num_threads(threads)) schedule(static)
   for (int64_t pl = 0; pl < g.planes(); ++pl) {
     const float* xs = xp + pl * g.h * g.w;
@@ -2056,28 +2067,35 @@ std::vector<paddle::Tensor> LpForward(const paddle::Tensor& x, float p, int k, i
       const Quad qd(g.h, g.w);
       std::vector<float> X(4 * qd.n);
       qd.gather(xs, X.data());
-      lp2_forward(X.data(), qd.n, p, op + pl * qd.n);
+      (keep ? lp2_forward<true> : lp2_forward<false>)(X.data(), qd.n, p, op + pl * qd.n, tp + pl * 4 * qd.n,
+                                                      sp + pl * qd.n, rp + pl * qd.n);
       continue;
     }
     int64_t q[MAXK2];
-    float v[MAXK2], r[MAXK2], t[MAXK2], s;
+    float v[MAXK2], r[MAXK2], t[MAXK2], s, rt;
     for (int64_t i = 0; i < g.ho; ++i)
       for (int64_t j = 0; j < g.wo; ++j) {
         window_offsets(g, i, j, q);
         for (int64_t e = 0; e < K; ++e) v[e] = xs[q[e]];
-        op[(pl * g.ho + i) * g.wo + j] = lp_window(v, K, p, t, r, &s);
+        const int64_t w = pl * win + i * g.wo + j;
+        op[w] = lp_window(v, K, p, t, r, &s, &rt);
+        if (!keep) continue;
+        std::copy(t, t + K, tp + w * K);
+        sp[w] = s, rp[w] = rt;
       }
   }
-  return {out};
+  return {out, pw, sum, root};
 }
 
-std::vector<paddle::Tensor> LpBackward(const paddle::Tensor& x, const paddle::Tensor& dout, float p, int k,
-                                       int threads) {
+std::vector<paddle::Tensor> LpBackward(const paddle::Tensor& x, const paddle::Tensor& pw, const paddle::Tensor& sum,
+                                       const paddle::Tensor& root, const paddle::Tensor& dout, float p, int k,
+                                       bool keep, int threads) {
   const Tile g = tile(x.shape(), k);
   auto dx = paddle::full(x.shape(), 0.f, paddle::DataType::FLOAT32, x.place());
-  const float *xp = x.data<float>(), *gp = dout.data<float>();
+  const float *xp = x.data<float>(), *gp = dout.data<float>(), *tp = pw.data<float>(), *sp = sum.data<float>(),
+              *rp = root.data<float>();
   float* dxp = dx.data<float>();
-  const int64_t K = g.k * g.k;
+  const int64_t K = g.k * g.k, win = g.ho * g.wo;
 #pragma omp parallel for num_threads(num_threads(threads)) schedule(static)
   for (int64_t pl = 0; pl < g.planes(); ++pl) {
     const float* xs = xp + pl * g.h * g.w;
@@ -2086,42 +2104,50 @@ std::vector<paddle::Tensor> LpBackward(const paddle::Tensor& x, const paddle::Te
       const Quad qd(g.h, g.w);
       std::vector<float> X(4 * qd.n), DX(4 * qd.n);
       qd.gather(xs, X.data());
-      lp2_backward(X.data(), gp + pl * qd.n, qd.n, p, DX.data());
+      lp2_backward(X.data(), tp + pl * 4 * qd.n, sp + pl * qd.n, rp + pl * qd.n, gp + pl * qd.n, qd.n, DX.data());
       qd.scatter(DX.data(), dxs);
       continue;
     }
     int64_t q[MAXK2];
-    float v[MAXK2], r[MAXK2], t[MAXK2], s;
+    float v[MAXK2];
     for (int64_t i = 0; i < g.ho; ++i)
       for (int64_t j = 0; j < g.wo; ++j) {
         window_offsets(g, i, j, q);
-        for (int64_t e = 0; e < K; ++e) v[e] = xs[q[e]];
-        const float y = lp_window(v, K, p, t, r, &s);
-        const float c = y > 0.f ? gp[(pl * g.ho + i) * g.wo + j] * fexp(flog(s) / p) / s : 0.f;
-        for (int64_t e = 0; e < K; ++e) dxs[q[e]] = r[e] > LP_TINY ? c * t[e] / r[e] * sign(v[e]) : 0.f;
+        float m = 0.f;
+        for (int64_t e = 0; e < K; ++e) m = std::max(m, std::fabs(v[e] = xs[q[e]]));
+        const float safe = m > 0.f ? m : 1.f;
+        const int64_t w = pl * win + i * g.wo + j;
+        const float y = m > 0.f ? m * rp[w] : 0.f;
+        const float c = y > 0.f ? gp[w] * rp[w] / sp[w] : 0.f;
+        for (int64_t e = 0; e < K; ++e) {
+          const float r = std::max(std::fabs(v[e]) / safe, LP_TINY);
+          dxs[q[e]] = r > LP_TINY ? c * tp[w * K + e] / r * sign(v[e]) : 0.f;
+        }
       }
   }
   return {dx};
 }
 
-std::vector<std::vector<int64_t>> LpInferShape(const std::vector<int64_t>& x, float p, int k, int threads) {
-  return {{x[0], x[1], x[2] / k, x[3] / k}};
+std::vector<std::vector<int64_t>> LpInferShape(const std::vector<int64_t>& x, float p, int k, bool keep, int threads) {
+  const std::vector<int64_t> out = {x[0], x[1], x[2] / k, x[3] / k};
+  if (!keep) return {out, {1, 1, 1}, {1}, {1}};
+  return {out, {x[0], x[1], k * k * (x[2] / k) * (x[3] / k)}, out, out};
 }
 
-std::vector<paddle::DataType> LpInferDtype(const paddle::DataType& x) { return {x}; }
+std::vector<paddle::DataType> LpInferDtype(const paddle::DataType& x) { return {x, x, x, x}; }
 
 PD_BUILD_OP(lenet_lp_pool)
     .Inputs({"X"})
-    .Outputs({"Out"})
-    .Attrs({"p: float", "k: int", "threads: int"})
+    .Outputs({"Out", "Pow", "Sum", "Root"})
+    .Attrs({"p: float", "k: int", "keep: bool", "threads: int"})
     .SetKernelFn(PD_KERNEL(LpForward))
     .SetInferShapeFn(PD_INFER_SHAPE(LpInferShape))
     .SetInferDtypeFn(PD_INFER_DTYPE(LpInferDtype));
 
 PD_BUILD_GRAD_OP(lenet_lp_pool)
-    .Inputs({"X", paddle::Grad("Out")})
+    .Inputs({"X", "Pow", "Sum", "Root", paddle::Grad("Out")})
     .Outputs({paddle::Grad("X")})
-    .Attrs({"p: float", "k: int", "threads: int"})
+    .Attrs({"p: float", "k: int", "keep: bool", "threads: int"})
     .SetKernelFn(PD_KERNEL(LpBackward));
 
 // LIP's logit branch after its convolution: out = 12 sigmoid(gamma_c yh + beta_c) with yh = (y - mean) / sqrt(var +
