@@ -417,7 +417,8 @@ def stochastic_pool(x: paddle.Tensor, u: paddle.Tensor, k: int) -> paddle.Tensor
 def dpp_pool(x: paddle.Tensor, lam: paddle.Tensor, alpha: paddle.Tensor, k: int) -> paddle.Tensor:
     """``DPPPool``'s function fused into one pass per window (forward and backward). Call only where
     :func:`window_kernels` is not None."""
-    return window_kernels(x, k).lenet_dpp(x, lam, alpha, k, _threads)
+    keep = not (x.stop_gradient and lam.stop_gradient and alpha.stop_gradient)
+    return window_kernels(x, k).lenet_dpp(x, lam, alpha, k, keep, _threads)[0]
 
 
 def lp_pool(x: paddle.Tensor, p: float, k: int) -> paddle.Tensor:

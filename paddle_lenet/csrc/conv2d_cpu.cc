@@ -1734,8 +1734,8 @@ PD_BUILD_GRAD_OP(lenet_stochastic_pool)
 
 // Detail-preserving pooling, symmetric lite (Saeedan et al. 2018; DPPPool documents the definition). Per window:
 // m = mean(x), d_i = (x_i - m)^2 + eps, dn = mean(d), r_i = d_i / dn, w_i = r_i^gamma + a, out = sum w x / sum w,
-// with gamma = e^lam / 2 and a = e^min(alpha, 10) per channel. The backward pass recomputes the window and
-// applies the chain rule through w, r, dn, d and m (derivation in the comments below).
+// with gamma = e^lam / 2 and a = e^min(alpha, 10) per channel. The backward pass recomputes the window (2x2: from the
+// forward's r^gamma and ln r) and applies the chain rule through w, r, dn, d and m (derivation in the comments below).
 namespace {
 
 constexpr float DPP_EPS = 1e-3f;
@@ -1783,8 +1783,13 @@ DppParams dpp_params(const paddle::Tensor& lam, const paddle::Tensor& alpha, int
 }
 
 // 2x2 windows, window-major (Quad): the same formula as dpp_window and the generic backward, with the loop
-// running across the plane's windows in vector registers.
-void dpp2_forward(const float* __restrict X, int64_t n, float gamma, float a, float* __restrict out) {
+// running across the plane's windows in vector registers. KEEP: P and LR get each pixel's r^gamma and ln r (X's
+// layout) for the backward pass, which then computes no exp or log (it had recomputed the forward's eight and four
+// more: the same floats, so the same bits).
+template <bool KEEP>
+void dpp2_forward(const float* __restrict X, int64_t n, float gamma, float a, float* __restrict out,
+                  float* __restrict P, float* __restrict LR) {
+#pragma GCC ivdep  // inlined, the restricts are lost (more than GCC's 10 run-time alias checks)
   for (int64_t t = 0; t < n; ++t) {
     float x[4], s = 0.f;
 #pragma GCC unroll 4
@@ -1800,16 +1805,20 @@ void dpp2_forward(const float* __restrict X, int64_t n, float gamma, float a, fl
     float W = 0.f, acc = 0.f;
 #pragma GCC unroll 4
     for (int e = 0; e < 4; ++e) {
-      const float w = fexp(gamma * flog(d[e] / dn)) + a;
+      const float lr = flog(d[e] / dn), p = fexp(gamma * lr);
+      const float w = p + a;
       W += w;
       acc += w * x[e];
+      if (KEEP) P[e * n + t] = p, LR[e * n + t] = lr;
     }
     out[t] = acc / W;
   }
 }
 
-void dpp2_backward(const float* __restrict X, const float* __restrict gout, int64_t n, float gamma, float a,
-                   float* __restrict DX, float* __restrict wgs, float* __restrict ags) {
+void dpp2_backward(const float* __restrict X, const float* __restrict P, const float* __restrict LR,
+                   const float* __restrict gout, int64_t n, float gamma, float a, float* __restrict DX,
+                   float* __restrict wgs, float* __restrict ags) {
+#pragma GCC ivdep
   for (int64_t t = 0; t < n; ++t) {
     float x[4], s = 0.f;
 #pragma GCC unroll 4
@@ -1826,7 +1835,7 @@ void dpp2_backward(const float* __restrict X, const float* __restrict gout, int6
 #pragma GCC unroll 4
     for (int e = 0; e < 4; ++e) {
       r[e] = d[e] / dn;
-      p[e] = fexp(gamma * flog(r[e]));
+      p[e] = P[e * n + t];
       W += w[e] = p[e] + a;
       acc += w[e] * x[e];
     }
@@ -1837,7 +1846,7 @@ void dpp2_backward(const float* __restrict X, const float* __restrict gout, int6
     for (int e = 0; e < 4; ++e) {
       const float gw = gW * (x[e] - y);  // d out / d w_e = (x_e - out) / W
       dx[e] = gW * w[e];                  // through the numerator
-      wg += gw * p[e] * flog(r[e]);       // d w_e / d gamma = r^gamma ln r
+      wg += gw * p[e] * LR[e * n + t];    // d w_e / d gamma = r^gamma ln r
       ag += gw;                           // d w_e / d a = 1
       const float gr = gw * gamma * p[e] / r[e];  // d w_e / d r_e = gamma r^(gamma-1)
       gd[e] = gr / dn;                            // r_e = d_e / dn
@@ -1860,14 +1869,21 @@ void dpp2_backward(const float* __restrict X, const float* __restrict gout, int6
 
 }  // namespace
 
+// keep: a gradient is needed. The outputs past Out (2x2 windows: each pixel's r^gamma and ln r) are the backward
+// pass's; 1-element placeholders without, and for other windows, whose backward recomputes them as before (reading
+// the forward's instead moved the last bits of their gradients: the two passes' inlined exp/log do not round alike)
 std::vector<paddle::Tensor> DppForward(const paddle::Tensor& x, const paddle::Tensor& lam, const paddle::Tensor& alpha,
-                                       int k, int threads) {
+                                       int k, bool keep, int threads) {
   const Tile g = tile(x.shape(), k);
   const DppParams P = dpp_params(lam, alpha, g.c);
+  const int64_t K = g.k * g.k, win = g.ho * g.wo;
   auto out = paddle::empty({g.n, g.c, g.ho, g.wo}, paddle::DataType::FLOAT32, x.place());
+  keep = keep && g.k == 2;
+  const std::vector<int64_t> kept = keep ? std::vector<int64_t>{g.n, g.c, K * win} : std::vector<int64_t>{1, 1, 1};
+  auto pw = paddle::empty(kept, paddle::DataType::FLOAT32, x.place());
+  auto lg = paddle::empty(kept, paddle::DataType::FLOAT32, x.place());
   const float* xp = x.data<float>();
-  float* op = out.data<float>();
-  const int64_t K = g.k * g.k;
+  float *op = out.data<float>(), *pp = pw.data<float>(), *lp = lg.data<float>();
 #pragma omp parallel for num_threads(num_threads(threads)) schedule(static)
   for (int64_t pl = 0; pl < g.planes(); ++pl) {
     const int64_t c = pl % g.c;
@@ -1875,7 +1891,8 @@ std::vector<paddle::Tensor> DppForward(const paddle::Tensor& x, const paddle::Te
       const Quad qd(g.h, g.w);
       std::vector<float> X(4 * qd.n);
       qd.gather(xp + pl * g.h * g.w, X.data());
-      dpp2_forward(X.data(), qd.n, P.gamma[c], P.a[c], op + pl * qd.n);
+      (keep ? dpp2_forward<true> : dpp2_forward<false>)(X.data(), qd.n, P.gamma[c], P.a[c], op + pl * qd.n,
+                                                        pp + pl * 4 * qd.n, lp + pl * 4 * qd.n);
       continue;
     }
     int64_t q[MAXK2];
@@ -1887,18 +1904,19 @@ std::vector<paddle::Tensor> DppForward(const paddle::Tensor& x, const paddle::Te
         op[(pl * g.ho + i) * g.wo + j] = v.out;
       }
   }
-  return {out};
+  return {out, pw, lg};
 }
 
 std::vector<paddle::Tensor> DppBackward(const paddle::Tensor& x, const paddle::Tensor& lam, const paddle::Tensor& alpha,
-                                        const paddle::Tensor& dout, int k, int threads) {
+                                        const paddle::Tensor& pw, const paddle::Tensor& lg, const paddle::Tensor& dout,
+                                        int k, bool keep, int threads) {
   const Tile g = tile(x.shape(), k);
   const DppParams P = dpp_params(lam, alpha, g.c);
   auto dx = paddle::full(x.shape(), 0.f, paddle::DataType::FLOAT32, x.place());
   auto dlam = paddle::empty(lam.shape(), paddle::DataType::FLOAT32, x.place());
   auto dalpha = paddle::empty(alpha.shape(), paddle::DataType::FLOAT32, x.place());
   std::vector<double> gg(g.planes()), ga(g.planes());  // per plane: d/dgamma and d/da
-  const float *xp = x.data<float>(), *gp = dout.data<float>();
+  const float *xp = x.data<float>(), *gp = dout.data<float>(), *pp = pw.data<float>(), *lp = lg.data<float>();
   float* dxp = dx.data<float>();
   const int64_t K = g.k * g.k;
 #pragma omp parallel for num_threads(num_threads(threads)) schedule(static)
@@ -1912,7 +1930,8 @@ std::vector<paddle::Tensor> DppBackward(const paddle::Tensor& x, const paddle::T
       const Quad qd(g.h, g.w);
       std::vector<float> X(4 * qd.n), DX(4 * qd.n), wg(qd.n), ag(qd.n);
       qd.gather(xs, X.data());
-      dpp2_backward(X.data(), gp + pl * qd.n, qd.n, gamma, a, DX.data(), wg.data(), ag.data());
+      dpp2_backward(X.data(), pp + pl * 4 * qd.n, lp + pl * 4 * qd.n, gp + pl * qd.n, qd.n, gamma, a, DX.data(),
+                    wg.data(), ag.data());
       qd.scatter(DX.data(), dxs);
       for (int64_t t = 0; t < qd.n; ++t) sg += wg[t], sa += ag[t];  // in window order, as below
       gg[pl] = sg;
@@ -1963,27 +1982,29 @@ std::vector<paddle::Tensor> DppBackward(const paddle::Tensor& x, const paddle::T
 }
 
 std::vector<std::vector<int64_t>> DppInferShape(const std::vector<int64_t>& x, const std::vector<int64_t>& lam,
-                                                const std::vector<int64_t>& alpha, int k, int threads) {
-  return {{x[0], x[1], x[2] / k, x[3] / k}};
+                                                const std::vector<int64_t>& alpha, int k, bool keep, int threads) {
+  const std::vector<int64_t> kept = keep && k == 2 ? std::vector<int64_t>{x[0], x[1], k * k * (x[2] / k) * (x[3] / k)}
+                                         : std::vector<int64_t>{1, 1, 1};
+  return {{x[0], x[1], x[2] / k, x[3] / k}, kept, kept};
 }
 
 std::vector<paddle::DataType> DppInferDtype(const paddle::DataType& x, const paddle::DataType& lam,
                                             const paddle::DataType& alpha) {
-  return {x};
+  return {x, x, x};
 }
 
 PD_BUILD_OP(lenet_dpp)
     .Inputs({"X", "Lam", "Alpha"})
-    .Outputs({"Out"})
-    .Attrs({"k: int", "threads: int"})
+    .Outputs({"Out", "Pow", "Log"})
+    .Attrs({"k: int", "keep: bool", "threads: int"})
     .SetKernelFn(PD_KERNEL(DppForward))
     .SetInferShapeFn(PD_INFER_SHAPE(DppInferShape))
     .SetInferDtypeFn(PD_INFER_DTYPE(DppInferDtype));
 
 PD_BUILD_GRAD_OP(lenet_dpp)
-    .Inputs({"X", "Lam", "Alpha", paddle::Grad("Out")})
+    .Inputs({"X", "Lam", "Alpha", "Pow", "Log", paddle::Grad("Out")})
     .Outputs({paddle::Grad("X"), paddle::Grad("Lam"), paddle::Grad("Alpha")})
-    .Attrs({"k: int", "threads: int"})
+    .Attrs({"k: int", "keep: bool", "threads: int"})
     .SetKernelFn(PD_KERNEL(DppBackward));
 
 // Lp pooling over non-overlapping k x k windows, as LpPool defines it: out = m (sum (|x|/m)^p)^(1/p) with m the
