@@ -39,6 +39,27 @@ def test_lp_gradient_is_finite_on_zero_windows() -> None:
     assert np.isfinite(x.grad.numpy()).all()
 
 
+@pytest.mark.parametrize("k", [2, 3])
+def test_lp_and_dpp_keep_their_forward_only_for_a_gradient(k: int) -> None:
+    """Lp and DPP hand their forward's exp/log results to their backward: an inference call keeps nothing and gives the
+    same bits, and a training call's gradient still matches the plain graph."""
+    rng = np.random.default_rng(k)
+    x = paddle.to_tensor(rng.standard_normal((3, 4, 6 * k, 3 * k)).astype("float32"), stop_gradient=False)
+    lam, alpha = (paddle.to_tensor(rng.standard_normal(4).astype("float32"), stop_gradient=False) for _ in range(2))
+    kern = ops.kernels()
+    for run in (lambda keep: kern.lenet_lp_pool(x, 3.0, k, keep, 1), lambda keep: kern.lenet_dpp(x, lam, alpha, k, keep, 1)):
+        kept, bare = run(True), run(False)
+        assert kept[0].numpy().tobytes() == bare[0].numpy().tobytes()
+        assert all(t.size == 1 for t in bare[1:]) and (k != 2 or kept[1].size == x.size)  # r^p or r^gamma per pixel
+    dpp = DPPPool(4, k)
+    dpp.lam.set_value(lam.reshape([1, 4, 1, 1, 1])), dpp.alpha.set_value(alpha.reshape([1, 4, 1, 1, 1]))
+    for plain, fast in ((LpPool(3.0, k), lambda v: ops.lp_pool(v, 3.0, k)),
+                        (dpp, lambda v: ops.dpp_pool(v, dpp.lam, dpp.alpha, k))):
+        g = paddle.to_tensor(rng.standard_normal(fast(x).shape).astype("float32"))
+        want, got = paddle.grad([plain(x)], [x], [g])[0].numpy(), paddle.grad([fast(x)], [x], [g])[0].numpy()
+        np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-5)
+
+
 def test_mixed_pooling_train_and_eval() -> None:
     pool = MixedPool()
     assert one(pool) == 3.25  # inference: 0.5·max + 0.5·avg
