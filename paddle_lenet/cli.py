@@ -51,10 +51,15 @@ def _early_handler(signum: int, frame: object) -> None:
     for pid in _descendants():
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGTERM)
-    name = signal.Signals(signum).name
-    msg = f"stopped: {name}; nothing is half-written (files are replaced whole or not at all)\n"
-    os.write(real_stderr_fd(), msg.encode())
+    if not _quiet_stops:
+        name = signal.Signals(signum).name
+        msg = f"stopped: {name}; nothing is half-written (files are replaced whole or not at all)\n"
+        os.write(real_stderr_fd(), msg.encode())
     os._exit(130)
+
+
+# a study's worker process (``run(..., quiet_stops=True)``): the study that signalled it says the one line for all
+_quiet_stops = False
 
 
 def install_signal_handlers() -> None:
@@ -216,10 +221,17 @@ class _PipeTolerant:
         return getattr(self._stream, name)
 
 
-def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> None:
-    """Run a tool's ``main``; every way out is an exit code and at most one stderr line."""
+def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None,
+        quiet_stops: bool = False) -> None:
+    """Run a tool's ``main``; every way out is an exit code and at most one stderr line.
+
+    ``quiet_stops``: a stop by SIGINT/SIGTERM exits 130 without a line — for a study's workers, which the study stops
+    with SIGTERM when it is itself stopped: the study prints the one line (its workers share its stderr).
+    """
     from .files import fs_error
 
+    global _quiet_stops
+    _quiet_stops = quiet_stops
     install_signal_handlers()
     for stream in (sys.stdout, sys.stderr):  # a C/ASCII locale: "×" and "±" must not end a tool
         with contextlib.suppress(AttributeError, ValueError):
@@ -234,7 +246,8 @@ def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None =
         code = e.exit_code
     except TrainingStopped as e:
         _hold_signals()
-        print(f"stopped: {e}", file=sys.stderr, flush=True)
+        if not (quiet_stops and e.exit_code == 130):
+            print(f"stopped: {e}", file=sys.stderr, flush=True)
         code = e.exit_code
     except BrokenPipeError:  # `tool | head`: the reader has what it wanted
         _hold_signals()
@@ -243,7 +256,8 @@ def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None =
         _exit(0)
     except KeyboardInterrupt:
         _hold_signals()
-        print("stopped: SIGINT", file=sys.stderr, flush=True)
+        if not quiet_stops:
+            print("stopped: SIGINT", file=sys.stderr, flush=True)
         code = 130
     except MemoryError:
         _hold_signals()

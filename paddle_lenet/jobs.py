@@ -330,4 +330,4 @@ def _worker_main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     from .cli import run
 
-    run(_worker_main)
+    run(_worker_main, quiet_stops=True)  # stopped by its study, which says so in one line

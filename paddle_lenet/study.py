@@ -63,7 +63,13 @@ def _run_parallel(jobs: list[dict[str, Any]], shifts: list[int], slots: list[str
                 free.append(slot)
                 if proc.returncode != 0:
                     stop.append(0)
-                    failed = f"{job['label']} seed {job['seed']} exited {proc.returncode}"
+                    # a signal reached the worker alone: 130 once its handlers are in (its stops are quiet, see
+                    # jobs.py), killed by it before; any other exit printed its own line
+                    rc = proc.returncode
+                    why = ("was stopped by a signal (exit 130)" if rc == 130 else
+                           f"was killed by {signal.Signals(-rc).name}" if -rc in signal.valid_signals() else
+                           f"exited {rc} (its message is above)")
+                    failed = f"{job['label']} seed {job['seed']} {why}"
                     break
                 done(_result(job, skipped=False))
         for proc in running:
@@ -74,7 +80,7 @@ def _run_parallel(jobs: list[dict[str, Any]], shifts: list[int], slots: list[str
         for s, h in old.items():
             signal.signal(s, h)
     if stop and stop[0] == 0:
-        raise TrainingStopped(f"study run {failed} (its message is above); fix it and run the same command again", 1)
+        raise TrainingStopped(f"study run {failed}; fix it and run the same command again", 1)
     if stop:
         raise TrainingStopped(f"{signal.Signals(stop[0]).name}: study interrupted; finished runs are kept and running "
                               "ones checkpointed; run the same command again to continue", 130)

@@ -133,7 +133,9 @@ def test_interrupted_study_stops_workers_and_continues(tmp_path) -> None:
             break
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 130, err[-2000:]
-    assert err.strip().splitlines()[-1].startswith("stopped: SIGTERM: study interrupted") and "Traceback" not in err
+    # one line: the workers, stopped by the study, stop quietly (their stderr is the study's)
+    assert len(err.strip().splitlines()) == 1, err[-2000:]
+    assert err.startswith("stopped: SIGTERM: study interrupted") and "Traceback" not in err
     assert len(workers) == 2
     time.sleep(1)
     for pid in workers:  # no orphaned workers left training
@@ -141,6 +143,44 @@ def test_interrupted_study_stops_workers_and_continues(tmp_path) -> None:
             os.kill(pid, 0)
     p = tool("study", *args[2:], check=True)
     assert p.stdout.count("[") >= 4 and os.path.exists(os.path.join(tmp_path, "pooling_vs_stride", "summary.json"))
+
+
+def _study_workers(pid: int) -> list[int]:
+    import subprocess
+
+    rows = subprocess.run(["ps", "-eo", "pid=,ppid=,args="], capture_output=True, text=True).stdout.splitlines()
+    return [int(r.split()[0]) for r in rows if r.split()[1] == str(pid) and "paddle_lenet.jobs" in r]
+
+
+@pytest.mark.parametrize("target", ["study", "one worker"])
+def test_a_study_stopped_as_its_workers_start_says_one_line(tmp_path, target) -> None:
+    """SIGTERM the moment both workers exist (they are still importing paddle): to the study, exit 130; to one worker
+    alone, the study names that run as stopped or killed by the signal, exit 1 — one stderr line either way, no orphans."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = [sys.executable, os.path.join(ROOT, "tools", "study.py"), "-c", STUDY, "-o", "Data.name=MNIST5k",
+            "-o", "Global.epochs=1", "-o", "Study.seeds=1", "-o", "Study.workers=2", "-o", f"Global.output_dir={tmp_path}"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    workers: list[int] = []
+    deadline = time.time() + 120
+    while len(workers) < 2 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+        workers = _study_workers(proc.pid)
+    assert len(workers) == 2, "the study did not start two workers"
+    os.kill(proc.pid if target == "study" else workers[0], signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err[-2000:]
+    if target == "study":
+        assert proc.returncode == 130 and err.startswith("stopped: SIGTERM: study interrupted"), err
+    else:
+        assert proc.returncode == 1 and ("was stopped by a signal (exit 130)" in err or "was killed by SIGTERM" in err), err
+    time.sleep(1)
+    for pid in workers:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
 
 
 def test_holm_matches_hand_computation() -> None:
