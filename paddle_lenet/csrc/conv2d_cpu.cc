@@ -842,11 +842,6 @@ std::vector<paddle::Tensor> Conv2dBackward(const paddle::Tensor& x, const paddle
   const Wide wide(g.c, g.h, g.w, g.k, g.s, g.p, g.ho, Kp);
   const int64_t Q = wide.qp, ld = wide.wph;
   const auto gtrow = strided(Q, Ol);
-  std::vector<float> wt(Kd * g.o, 0.f);  // weights transposed, [Kd][O], for dcol = W^T @ dout
-  for (int64_t o = 0; o < g.o; ++o)
-    for (int64_t k = 0; k < K; ++k) wt[k * g.o + o] = wp[o * K + k];
-  const auto wtrow = strided(Kd, g.o), grow = strided(g.o, Q);
-  const std::vector<float> wtp = pack_rows<RB>(Kd, g.o, wt.data(), wtrow.data());  // A of the dcol GEMMs
   // per chunk: dW^T [Kp][Ol] and db [O]
   std::vector<float> dwt(CHUNKS * Kp * Ol, 0.f), dbc(CHUNKS * g.o, 0.f);
   if (batched(g)) {
@@ -921,6 +916,11 @@ std::vector<paddle::Tensor> Conv2dBackward(const paddle::Tensor& x, const paddle
       }
     }
   } else {
+  std::vector<float> wt(need_dx ? Kd * g.o : 0, 0.f);  // weights transposed, [Kd][O], for dcol = W^T @ dout
+  for (int64_t o = 0; o < (need_dx ? g.o : 0); ++o)
+    for (int64_t k = 0; k < K; ++k) wt[k * g.o + o] = wp[o * K + k];
+  const auto wtrow = strided(Kd, g.o), grow = strided(g.o, Q);
+  const std::vector<float> wtp = pack_rows<RB>(need_dx ? Kd : 0, g.o, wt.data(), wtrow.data());  // A of the dcol GEMMs
   const Col2im c2i = need_dx ? Col2im(wide, g.c, K, Q) : Col2im{};
   const Depth pixels(g.ho, g.wo, ld);  // the wide grid's real pixels: its extra columns are zeros of dout
   const bool window = narrow && (g.k == 3 || g.k == 5) && g.s == 1;  // window_gemm: narrow_gemm's bits, faster
