@@ -444,6 +444,22 @@ void transpose_dout(const float* __restrict go, int64_t O, int64_t ho, int64_t w
       for (int64_t o = 0; o < O; ++o) gt[(i * ld + j) * Ol + o] = go[(o * ho + i) * wo + j];
 }
 
+// db += each channel's sum of dout over one image's pixels, in pixel order from 0 (serial, so bit-stable). gt: dout^T
+// as transpose_dout writes it (pixel (i, j)'s channel vector at (i * ld + j) * Ol, lanes past O zero), so eight
+// channels' chains are one vector add a pixel.
+void add_bias_grad(const float* gt, int64_t O, int64_t ho, int64_t wo, int64_t ld, int64_t Ol, float* db) {
+  for (int64_t o0 = 0; o0 < O; o0 += 8) {
+    float s[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+    for (int64_t i = 0; i < ho; ++i)
+      for (int64_t j = 0; j < wo; ++j) {
+        const float* r = gt + (i * ld + j) * Ol + o0;
+#pragma omp simd
+        for (int64_t l = 0; l < 8; ++l) s[l] += r[l];
+      }
+    for (int64_t o = 0; o < std::min<int64_t>(8, O - o0); ++o) db[o0 + o] += s[o];
+  }
+}
+
 // rows of the forward's tile for O output channels: RB, or 4 where that pads fewer rows (16 channels: 16, not 18)
 constexpr int64_t FRB = 4;
 int64_t forward_rows(int64_t O) { return round_up(O, FRB) < round_up(O, RB) ? FRB : RB; }
@@ -878,16 +894,7 @@ std::vector<paddle::Tensor> Conv2dBackward(const paddle::Tensor& x, const paddle
             const float* go = gp + (n0 + j) * g.o * P;
             float* gtj = gt.data() + j * P * Ol;
             transpose_dout(go, g.o, 1, P, P, Ol, gtj);
-            // db per image in pixel order from 0, as the per-image path (eight channels' chains one vector add)
-            for (int64_t o0 = 0; o0 < g.o; o0 += 8) {
-              float sv[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
-              for (int64_t q = 0; q < P; ++q) {
-                const float* r = gtj + q * Ol + o0;
-#pragma omp simd
-                for (int64_t l = 0; l < 8; ++l) sv[l] += r[l];
-              }
-              for (int64_t o = 0; o < std::min<int64_t>(8, g.o - o0); ++o) my_db[o0 + o] += sv[o];
-            }
+            add_bias_grad(gtj, g.o, 1, P, P, Ol, my_db);  // per image, as the per-image path
             // gpk: each channel's pixels in runs of up to RB columns (a tile's)
             for (int64_t o = 0; o < (need_dx ? g.o : 0); ++o)
               for (int64_t q = 0, n; q < P; q += n) {
@@ -938,18 +945,7 @@ std::vector<paddle::Tensor> Conv2dBackward(const paddle::Tensor& x, const paddle
       for (int64_t n = chunk_begin(chunk, g.n); n < chunk_begin(chunk + 1, g.n); ++n) {
         const float* go = gp + n * g.o * P;
         transpose_dout(go, g.o, g.ho, g.wo, ld, Ol, gt.data());  // dout^T on the wide grid
-        // db: each channel's sum runs in pixel order from 0 (serial, so bit-stable); gt's rows are the pixels'
-        // channel vectors, so eight channels' chains are one vector add a pixel (lanes past O read gt's zeros)
-        for (int64_t o0 = 0; o0 < g.o; o0 += 8) {
-          float s[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
-          for (int64_t i = 0; i < g.ho; ++i)
-            for (int64_t j = 0; j < g.wo; ++j) {
-              const float* r = gt.data() + (i * ld + j) * Ol + o0;
-#pragma omp simd
-              for (int64_t l = 0; l < 8; ++l) s[l] += r[l];
-            }
-          for (int64_t o = 0; o < std::min<int64_t>(8, g.o - o0); ++o) my_db[o0 + o] += s[o];
-        }
+        add_bias_grad(gt.data(), g.o, g.ho, g.wo, ld, Ol, my_db);
         wide.pad(xp + n * g.in_size(), g.c, g.h, g.w, buf.data());
         if (window) {
           (g.k == 3 ? window_gemm<3> : window_gemm<5>)(g.c, wide.hph * wide.wph, wide.wph, pixels, buf.data(), gt.data(),
