@@ -178,10 +178,12 @@ def study_figures(summary: dict[str, Any], folder: str) -> list[str]:
         for ax in axes[-1]:
             ax.set_xlabel("epoch", fontsize=8)
         handles, labels = axes.flat[0].get_legend_handles_labels()
+        # one panel is narrower than the two entries side by side: stack them there
+        ncol = 2 if cols > 1 else 1
         fig.legend(handles, ["train (dashed; running, training mode)", "test (solid; dotted line: best epoch)"],
-                   loc="lower center", ncol=2, fontsize=8, frameon=False)
+                   loc="lower center", ncol=ncol, fontsize=8, frameon=False)
         fig.suptitle(f"train vs test (mean over {n_seeds} seeds)", fontsize=10)
-        fig.tight_layout(rect=(0, 0.07, 1, 0.95))
+        fig.tight_layout(rect=(0, 0.07 if ncol == 2 else 0.14, 1, 0.95))
         written.append(_save(fig, folder, "train_vs_test.png", tight=False))
 
     per_class = {label: m["per_class"] for label, m in models.items() if m.get("per_class")}

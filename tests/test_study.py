@@ -387,6 +387,21 @@ def test_train_vs_test_is_one_panel_per_model(tmp_path) -> None:
     assert (width, height) == (round((2.6 * 5 + 0.6) * 110), round((2.3 * 2 + 0.9) * 110))
 
 
+def test_train_vs_test_of_one_model_keeps_its_legend_inside(tmp_path) -> None:
+    """A one-model study's panel is narrower than the legend's two entries side by side (the published LeNet-5 figure
+    had both cut off at its edges): there they stack, and no drawn pixel touches the figure's left or right border."""
+    import numpy as np
+    from PIL import Image
+
+    from paddle_lenet.report import study_figures
+
+    summary = json.load(open(os.path.join(ROOT, "docs", "results", "lenet5_classic_fashion100", "summary.json")))
+    assert len(summary["models"]) == 1
+    assert "train_vs_test.png" in study_figures(summary, str(tmp_path))
+    img = np.asarray(Image.open(tmp_path / "train_vs_test.png").convert("L"))
+    assert img[:, :2].min() > 250 and img[:, -2:].min() > 250
+
+
 def test_a_study_worker_starts_without_the_statistics() -> None:
     """A worker (one run) imports neither SciPy nor matplotlib: the parent computes the statistics and the report,
     and each of a study's runs would otherwise start ~2 s later."""
