@@ -600,11 +600,12 @@ struct Col2im {
   static constexpr int64_t B = 8, M = 8;  // positions a block; zeros either side of a dcol row
   int64_t ld, blocks;                      // dcol's row stride (Q + 2M); blocks covering every channel's planes
   std::vector<int64_t> first, off;         // block b's rows: dcol + off[first[b]], ..., dcol + off[first[b + 1] - 1]
+  bool four = false;                       // blocks four at a time (stride 1, where a block sums up to k * k rows)
   Col2im() : ld(0), blocks(0) {}
   // The blocks a row reaches are a run (from its shift's block to its last column's): counted per block, then each
   // block's rows listed in row order — work per entry. Testing every (block, nearby row) pair instead was a third of
   // LeNet_nopool's conv backward's own time (its conv2: ~57k tests a call for ~4k entries).
-  Col2im(const Wide& w, int64_t c, int64_t K, int64_t Q) : ld(Q + 2 * M) {
+  Col2im(const Wide& w, int64_t c, int64_t K, int64_t Q) : ld(Q + 2 * M), four(w.s == 1) {
     const int64_t span = w.s * w.s * w.hph * w.wph;  // one channel's planes
     blocks = (c * span + B - 1) / B;
     const auto reach = [&](int64_t r) {  // blocks [b0, b1) of row r: b * B < shift + q and b * B + B > shift
@@ -622,7 +623,37 @@ struct Col2im {
   }
   // dcol: [rows][ld], row r's column q at r * ld + M + q, margins zero
   void run(const float* __restrict dcol, float* __restrict pad) const {
-    for (int64_t b = 0; b < blocks; ++b) {
+    int64_t b = 0;
+#ifdef __AVX2__
+    // four blocks' chains side by side: each block's sum is one chain of dependent adds (up to k * k rows), whose
+    // latency, not the loads, set the pace (~17% of LeNet_nopool's conv3 backward on Zen 3); each block still adds
+    // its rows in row order from +0, so the same bits. Forward + backward, in-process A/B on Zen 3 (AVX2): LeNet conv2
+    // 0.95x, LeNet_BN conv2 0.95x, LeNet_nopool conv3 0.96x, LIP's first logit conv 0.94x. Stride 2 keeps one chain
+    // at a time: its blocks sum a phase's few rows (LeNet_nopool's conv2 and conv4 measured 1.00x and 1.02x).
+    for (; four && b + 4 <= blocks; b += 4) {
+      const int64_t* o[4] = {off.data() + first[b], off.data() + first[b + 1], off.data() + first[b + 2],
+                             off.data() + first[b + 3]};
+      const int64_t n[4] = {first[b + 1] - first[b], first[b + 2] - first[b + 1], first[b + 3] - first[b + 2],
+                            first[b + 4] - first[b + 3]};
+      const int64_t common = std::min(std::min(n[0], n[1]), std::min(n[2], n[3]));
+      __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+      for (int64_t e = 0; e < common; ++e) {
+        a0 = _mm256_add_ps(a0, _mm256_loadu_ps(dcol + o[0][e]));
+        a1 = _mm256_add_ps(a1, _mm256_loadu_ps(dcol + o[1][e]));
+        a2 = _mm256_add_ps(a2, _mm256_loadu_ps(dcol + o[2][e]));
+        a3 = _mm256_add_ps(a3, _mm256_loadu_ps(dcol + o[3][e]));
+      }
+      for (int64_t e = common; e < n[0]; ++e) a0 = _mm256_add_ps(a0, _mm256_loadu_ps(dcol + o[0][e]));
+      for (int64_t e = common; e < n[1]; ++e) a1 = _mm256_add_ps(a1, _mm256_loadu_ps(dcol + o[1][e]));
+      for (int64_t e = common; e < n[2]; ++e) a2 = _mm256_add_ps(a2, _mm256_loadu_ps(dcol + o[2][e]));
+      for (int64_t e = common; e < n[3]; ++e) a3 = _mm256_add_ps(a3, _mm256_loadu_ps(dcol + o[3][e]));
+      _mm256_storeu_ps(pad + b * B, a0);
+      _mm256_storeu_ps(pad + (b + 1) * B, a1);
+      _mm256_storeu_ps(pad + (b + 2) * B, a2);
+      _mm256_storeu_ps(pad + (b + 3) * B, a3);
+    }
+#endif
+    for (; b < blocks; ++b) {
 #ifdef __AVX2__
       __m256 acc = _mm256_setzero_ps();  // a register (GCC kept a float[8] on the stack: a store-forward chain)
       for (int64_t e = first[b]; e < first[b + 1]; ++e) acc = _mm256_add_ps(acc, _mm256_loadu_ps(dcol + off[e]));
@@ -730,7 +761,41 @@ struct Gather {
   template <int64_t CB>
   static void col2im_t(const Geom& g, const Taps& tp, const float* ct, float* x) {
     const int64_t plane = g.h * g.w;
-    for (int64_t i = 0; i < plane; ++i)
+    int64_t i = 0;
+    // two positions' chains side by side (a position's sum is one chain of dependent adds over its up to k * k taps:
+    // latency-bound alone); each still sums its taps in tap order from +0, so the same bits. Forward + backward,
+    // in-process A/B on Zen 3 (AVX2): LeNet_BN's conv3 0.98x, the GAP head's conv 0.98x
+    for (; i + 2 <= plane; i += 2)
+      for (int64_t c0 = 0; c0 < g.c; c0 += CB) {
+        float a0[CB] = {}, a1[CB] = {};
+        const int64_t* o0 = tp.off.data() + tp.start[i];
+        const int64_t* o1 = tp.off.data() + tp.start[i + 1];
+        const int64_t n0 = tp.start[i + 1] - tp.start[i], n1 = tp.start[i + 2] - tp.start[i + 1];
+        const int64_t common = std::min(n0, n1);
+        for (int64_t e = 0; e < common; ++e) {
+          const float* s0 = ct + o0[e] + c0;
+          const float* s1 = ct + o1[e] + c0;
+#pragma omp simd
+          for (int64_t l = 0; l < CB; ++l) a0[l] += s0[l];
+#pragma omp simd
+          for (int64_t l = 0; l < CB; ++l) a1[l] += s1[l];
+        }
+        for (int64_t e = common; e < n0; ++e) {
+          const float* s0 = ct + o0[e] + c0;
+#pragma omp simd
+          for (int64_t l = 0; l < CB; ++l) a0[l] += s0[l];
+        }
+        for (int64_t e = common; e < n1; ++e) {
+          const float* s1 = ct + o1[e] + c0;
+#pragma omp simd
+          for (int64_t l = 0; l < CB; ++l) a1[l] += s1[l];
+        }
+        for (int64_t l = 0; l < std::min(CB, g.c - c0); ++l) {
+          x[(c0 + l) * plane + i] = a0[l];
+          x[(c0 + l) * plane + i + 1] = a1[l];
+        }
+      }
+    for (; i < plane; ++i)
       for (int64_t c0 = 0; c0 < g.c; c0 += CB) {
         float acc[CB] = {};
         for (int64_t e = tp.start[i]; e < tp.start[i + 1]; ++e) {
