@@ -26,7 +26,7 @@ import paddle
 from paddle import _C_ops
 
 from . import checkpoint as ckpt
-from . import ops
+from . import ops, optim
 from .accelerate import accelerate, accelerated_layers, kernels_used
 from .analysis import class_names, per_class, predict
 from .config import dump, run_dir
@@ -247,8 +247,9 @@ class Experiment:
         params = self.net.parameters()
         decay = o["weight_decay"] or None
         if o["name"] == "Adam":
-            return paddle.optimizer.Adam(lr, parameters=params, weight_decay=decay,
-                                         use_multi_tensor=self.cfg["Global"]["fast"])
+            if self.cfg["Global"]["fast"]:  # Paddle's multi-tensor Adam, its kernel called directly (the same bits)
+                return optim.Adam(lr, parameters=params, weight_decay=decay)
+            return paddle.optimizer.Adam(lr, parameters=params, weight_decay=decay, use_multi_tensor=False)
         if o["name"] == "Momentum":
             return paddle.optimizer.Momentum(lr, momentum=o["momentum"], parameters=params, weight_decay=decay)
         return paddle.optimizer.SGD(lr, parameters=params, weight_decay=decay)
