@@ -761,6 +761,14 @@ struct Gather {
   template <int64_t CB>
   static void col2im_t(const Geom& g, const Taps& tp, const float* ct, float* x) {
     const int64_t plane = g.h * g.w;
+    // acc += the channels [c0, c0 + CB) of taps [from, to) of the list at o, in tap order
+    const auto add = [ct](float* acc, const int64_t* o, int64_t from, int64_t to, int64_t c0) {
+      for (int64_t e = from; e < to; ++e) {
+        const float* src = ct + o[e] + c0;
+#pragma omp simd
+        for (int64_t l = 0; l < CB; ++l) acc[l] += src[l];
+      }
+    };
     int64_t i = 0;
     // two positions' chains side by side (a position's sum is one chain of dependent adds over its up to k * k taps:
     // latency-bound alone); each still sums its taps in tap order from +0, so the same bits. Forward + backward,
@@ -773,23 +781,11 @@ struct Gather {
         const int64_t n0 = tp.start[i + 1] - tp.start[i], n1 = tp.start[i + 2] - tp.start[i + 1];
         const int64_t common = std::min(n0, n1);
         for (int64_t e = 0; e < common; ++e) {
-          const float* s0 = ct + o0[e] + c0;
-          const float* s1 = ct + o1[e] + c0;
-#pragma omp simd
-          for (int64_t l = 0; l < CB; ++l) a0[l] += s0[l];
-#pragma omp simd
-          for (int64_t l = 0; l < CB; ++l) a1[l] += s1[l];
+          add(a0, o0, e, e + 1, c0);
+          add(a1, o1, e, e + 1, c0);
         }
-        for (int64_t e = common; e < n0; ++e) {
-          const float* s0 = ct + o0[e] + c0;
-#pragma omp simd
-          for (int64_t l = 0; l < CB; ++l) a0[l] += s0[l];
-        }
-        for (int64_t e = common; e < n1; ++e) {
-          const float* s1 = ct + o1[e] + c0;
-#pragma omp simd
-          for (int64_t l = 0; l < CB; ++l) a1[l] += s1[l];
-        }
+        add(a0, o0, common, n0, c0);
+        add(a1, o1, common, n1, c0);
         for (int64_t l = 0; l < std::min(CB, g.c - c0); ++l) {
           x[(c0 + l) * plane + i] = a0[l];
           x[(c0 + l) * plane + i + 1] = a1[l];
@@ -798,11 +794,7 @@ struct Gather {
     for (; i < plane; ++i)
       for (int64_t c0 = 0; c0 < g.c; c0 += CB) {
         float acc[CB] = {};
-        for (int64_t e = tp.start[i]; e < tp.start[i + 1]; ++e) {
-          const float* src = ct + tp.off[e] + c0;
-#pragma omp simd
-          for (int64_t l = 0; l < CB; ++l) acc[l] += src[l];
-        }
+        add(acc, tp.off.data(), tp.start[i], tp.start[i + 1], c0);
         for (int64_t l = 0; l < std::min(CB, g.c - c0); ++l) x[(c0 + l) * plane + i] = acc[l];
       }
   }
