@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import io
 import math
 import os
 import signal
@@ -431,7 +432,7 @@ class Run:
         self.global_step = 0
         self.train_seconds = 0.0
         self.stop_signal: str | None = None
-        self.writer: Any = None
+        self.writer: ScalarLog | None = None
         self.loss_sum, self.loss_n = 0.0, 0
         self.acc_sum, self.acc_n = 0.0, 0
         self.epoch_t0 = time.time()
@@ -545,7 +546,49 @@ def _open_writer(run: Run) -> Any:
         if isinstance(v, (int, float, str)) and not isinstance(v, bool):
             hparams[short] = v
     writer.add_hparams(hparams, ["eval/loss"] + [f"eval/acc_top{k}" for k in cfg["Metric"]["topk"]])
-    return writer
+    return ScalarLog(writer)
+
+
+class ScalarLog:
+    """A VisualDL ``LogWriter`` whose scalars reach its file in batches: the same records, in the same order.
+
+    VisualDL hands each record to a writer thread, which opens the log file, appends the record and closes it: about
+    60 µs of a core per scalar, three scalars a training step (2–3% of LeNet's step on one core), and in a study the
+    thread's wake-ups land on the core the other worker trains on. Here a scalar is built and framed by VisualDL's own
+    code (``scalar``, ``RecordWriter``) into memory and appended in one write at least every ``flush_seconds``, at
+    :meth:`flush` (the engine flushes at each epoch's end) and at :meth:`close`. What a process killed without
+    warning loses is the last seconds of scalars; a stop by signal closes the writer, so nothing.
+    """
+
+    def __init__(self, writer: Any, flush_seconds: float = 5.0) -> None:
+        from visualdl.component.base_component import scalar  # visualdl is imported (see _visualdl_writer_class)
+        from visualdl.writer.record_writer import RecordWriter
+
+        self.writer, self.flush_seconds, self._scalar = writer, flush_seconds, scalar
+        self._pending = io.BytesIO()
+        self._framer = RecordWriter(self._pending)
+        self._last = time.monotonic()
+
+    def add_scalar(self, tag: str, value: float, step: int) -> None:
+        record = self._scalar(tag=tag, value=value, step=step, walltime=round(time.time() * 1000))
+        self._framer.write(record.SerializeToString())
+        if time.monotonic() - self._last >= self.flush_seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        self._last = time.monotonic()
+        data = self._pending.getvalue()
+        if not data:
+            return
+        self.writer.flush()  # VisualDL's queue drained: its thread is not appending while this does
+        with open(self.writer.file_name, "ab") as f:
+            f.write(data)
+        self._pending.seek(0)
+        self._pending.truncate()
+
+    def close(self) -> None:
+        self.flush()
+        self.writer.close()
 
 
 def train(cfg: dict[str, Any], quiet: bool = False, prefix: str = "", progress: bool | None = None) -> dict[str, Any]:
@@ -664,6 +707,8 @@ def _train(cfg: dict[str, Any], exp: Experiment, folder: RunFolder, resume_state
                         run.writer.add_scalar(f"eval/{k}", v, run.epoch)
                 line += " | eval " + " ".join(f"{k} {v:.4f}" for k, v in eval_logs.items())
             run.save()
+            if run.writer is not None:  # the log as current as the checkpoint
+                run.writer.flush()
             if run.progress:
                 print(prefix + line, flush=True)
             if run.stop_signal:

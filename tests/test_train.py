@@ -75,3 +75,38 @@ def test_show_samples_png(tmp_path) -> None:
 
     img = mpimg.imread(str(out))
     assert img.shape[0] > 100 and img.shape[1] > 400 and img.std() > 0.05
+
+
+def test_scalar_log_writes_what_visualdl_writes(tmp_path) -> None:
+    """The engine's batched scalars read back as VisualDL's own writer's do: every record, in order, after the
+    LogWriter's own records, and the pending ones are on disk after a flush and at close."""
+    import glob
+
+    from visualdl import LogReader, LogWriter
+
+    from paddle_lenet.engine import ScalarLog
+
+    def records(logdir: str) -> dict:
+        reader = LogReader(file_path=glob.glob(os.path.join(logdir, "vdlrecords*"))[0])
+        tags = reader.get_tags()
+        return {t: [(r.id, r.value) for r in reader.get_data("scalar", t)] for t in tags.get("scalar", [])}
+
+    values = [(s, 0.1 * s, 1.0 / (s + 1)) for s in range(1, 301)]
+    plain = LogWriter(logdir=str(tmp_path / "plain"))
+    log = ScalarLog(LogWriter(logdir=str(tmp_path / "batched")), flush_seconds=3600)
+    for w in (plain, log.writer):  # what _open_writer writes before the scalars
+        w.add_hparams({"lr": 0.1}, ["eval/loss"])
+    for s, loss, acc in values:
+        for w in (plain, log):
+            w.add_scalar("train/loss", loss, s)
+            w.add_scalar("train/acc_top1", acc, s)
+    assert records(str(tmp_path / "batched")) == {}  # nothing flushed yet (an hour's interval)
+    log.flush()
+    assert len(records(str(tmp_path / "batched"))["train/loss"]) == 300
+    log.add_scalar("eval/loss", 0.25, 1)
+    plain.add_scalar("eval/loss", 0.25, 1)
+    log.close()
+    plain.close()
+    got, want = records(str(tmp_path / "batched")), records(str(tmp_path / "plain"))
+    assert got == want and len(got["train/acc_top1"]) == 300 and got["eval/loss"] == [(1, 0.25)]
+    assert LogReader(file_path=glob.glob(str(tmp_path / "batched" / "vdlrecords*"))[0]).get_tags().get("hyper_parameters")
