@@ -568,6 +568,7 @@ class ScalarLog:
         self._pending = io.BytesIO()
         self._framer = RecordWriter(self._pending)
         self._last = time.monotonic()
+        self._failed = False
 
     def add_scalar(self, tag: str, value: float, step: int) -> None:
         record = self._scalar(tag=tag, value=value, step=step, walltime=round(time.time() * 1000))
@@ -580,11 +581,17 @@ class ScalarLog:
         data = self._pending.getvalue()
         if not data:
             return
-        self.writer.flush()  # VisualDL's queue drained: its thread is not appending while this does
-        with open(self.writer.file_name, "ab") as f:
-            f.write(data)
         self._pending.seek(0)
         self._pending.truncate()
+        self.writer.flush()  # VisualDL's queue drained: its thread is not appending while this does
+        try:
+            with open(self.writer.file_name, "ab") as f:
+                f.write(data)
+        except OSError as e:  # as VisualDL's own writer does: the run goes on, its curve has a gap, said once
+            if not self._failed:
+                print(f"warning: VisualDL log {self.writer.file_name} not written ({e.strerror or e}); training "
+                      f"continues without these curve points", file=sys.stderr, flush=True)
+            self._failed = True
 
     def close(self) -> None:
         self.flush()

@@ -110,3 +110,21 @@ def test_scalar_log_writes_what_visualdl_writes(tmp_path) -> None:
     got, want = records(str(tmp_path / "batched")), records(str(tmp_path / "plain"))
     assert got == want and len(got["train/acc_top1"]) == 300 and got["eval/loss"] == [(1, 0.25)]
     assert LogReader(file_path=glob.glob(str(tmp_path / "batched" / "vdlrecords*"))[0]).get_tags().get("hyper_parameters")
+
+
+def test_scalar_log_survives_an_unwritable_log(tmp_path, capsys) -> None:
+    """A log file that cannot be appended to (here: replaced by a folder) costs curve points, said once, not the run."""
+    from visualdl import LogWriter
+
+    from paddle_lenet.engine import ScalarLog
+
+    log = ScalarLog(LogWriter(logdir=str(tmp_path)), flush_seconds=0)  # every scalar flushed at once
+    log.writer.flush()  # VisualDL's first record (the run's name) on disk
+    path = log.writer.file_name
+    os.remove(path)
+    os.mkdir(path)
+    for step in range(3):
+        log.add_scalar("train/loss", 0.5, step)
+    err = capsys.readouterr().err
+    assert err.count("not written") == 1 and path in err
+    log.close()
