@@ -79,12 +79,12 @@ def _idx_class(cls: type) -> type:
     same bytes as uint8 arrays in milliseconds. Paddle's class is otherwise unchanged: the same files, paths and
     checks, and items (``__getitem__``, transforms, either backend) equal to its own — the pixels are its 0–255 values
     as uint8 rather than float32, which its ``__getitem__`` converts anyway (``tests/test_data.py`` compares the two).
-    The files were checked by :func:`validate_idx` (a positive multiple of 100 images, as paddle's reader reads).
+    Each file is read once: :func:`check_idx` validates the bytes parsed here.
     """
     class IdxDataset(cls):
         def _parse_dataset(self, buffer_size: int = 100) -> None:
             img, lab = _read_gzip(self.image_path), _read_gzip(self.label_path)
-            n = struct.unpack_from(">I", lab, 4)[0] // buffer_size * buffer_size
+            n = check_idx(img, lab, self.image_path, self.label_path)
             self.images = np.frombuffer(img, np.uint8, n * 784, 16).reshape(n, 784).copy()  # writable, as paddle's
             self.labels = np.frombuffer(lab, np.uint8, n, 8).astype("int64").reshape(n, 1)
 
@@ -105,13 +105,12 @@ def _read_gzip(path: str) -> bytes:
         raise DataError(f"data file '{path}' is not a valid gzip file ({e}); download it again") from None
 
 
-def validate_idx(image_path: str, label_path: str) -> int:
-    """Check an IDX image/label pair before paddle parses it; returns the sample count.
+def check_idx(img: bytes, lab: bytes, image_path: str, label_path: str) -> int:
+    """Check an IDX image/label pair's decompressed bytes before they are parsed; returns the sample count.
 
     Paddle's parser would raise FileNotFoundError, EOFError, BadGzipFile or struct.error here, none
     of which says which file is wrong or why.
     """
-    img, lab = _read_gzip(image_path), _read_gzip(label_path)
     if len(img) < 16 or struct.unpack_from(">I", img)[0] != 2051:
         raise DataError(f"'{image_path}' is not an IDX image file (magic number is not 2051)")
     if len(lab) < 8 or struct.unpack_from(">I", lab)[0] != 2049:
@@ -242,7 +241,6 @@ def load_split(name: str, root: str | None, mode: str, limit: int | None = None)
     cls = _paddle_class(name)
     if info.shape[0] == 1:
         image_path, label_path = (os.path.join(folder, f) for f in IDX_FILES[mode])
-        validate_idx(image_path, label_path)
         ds = _idx_class(cls)(image_path=image_path, label_path=label_path, mode=mode, transform=None, backend="cv2",
                              download=False)
         images, labels = ds.images.reshape(-1, 1, 28, 28), ds.labels
